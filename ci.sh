@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every check CI runs: formatting, lints (native, and the library for the browser), all tests.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+echo "--- cargo fmt"
+cargo fmt --all --check
+
+echo "--- cargo clippy (native, all targets)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "--- cargo clippy (wasm32, library)"
+cargo clippy -p bevy_peersync --target wasm32-unknown-unknown --locked -- -D warnings
+
+echo "--- cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+echo "--- cargo test"
+cargo test --workspace --locked
+
+echo "--- all checks passed"

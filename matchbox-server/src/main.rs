@@ -1,0 +1,99 @@
+//! The `peersync-lobby` binary: a matchbox-compatible signaling lobby.
+
+use clap::Parser;
+use peersync_lobby::{Lobby, LobbyConfig};
+
+/// A signaling lobby for WebRTC games: any matchbox_socket 0.15 client joins rooms at
+/// ws://HOST:PORT/<room>[?next=N][&token=…]. Every option also reads an environment variable.
+#[derive(Debug, Parser)]
+#[command(name = "peersync-lobby", version)]
+struct Cli {
+    #[command(flatten)]
+    config: LobbyConfig,
+
+    /// Log format.
+    #[arg(long, env = "PEERSYNC_LOBBY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Prints a join token for ROOM valid for --token-ttl seconds (needs --secret) and exits.
+    #[arg(long, value_name = "ROOM")]
+    mint_token: Option<String>,
+
+    /// Lifetime of a token printed by --mint-token, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    token_ttl: u64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PEERSYNC_LOBBY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+
+    if let Some(room) = &cli.mint_token {
+        let Some(secret) = &cli.config.secret else {
+            eprintln!("--mint-token needs --secret (or PEERSYNC_LOBBY_SECRET)");
+            return std::process::ExitCode::FAILURE;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        println!(
+            "{}",
+            peersync_lobby::auth::mint_token(secret.as_bytes(), room, now + cli.token_ttl)
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
+
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let lobby = match Lobby::bind(cli.config).await {
+            Ok(lobby) => lobby,
+            Err(error) => {
+                tracing::error!("cannot listen: {error}");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        let stop = lobby.shutdown_handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            stop.shutdown();
+        });
+        lobby.closed().await;
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,265 @@
+//! Typed messages between peers: any serde type, on the channel chosen at registration.
+
+use std::any::type_name;
+use std::marker::PhantomData;
+
+use bevy::ecs::system::SystemParam;
+use bevy::prelude::*;
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::endpoint::FIRST_APP_KIND;
+use crate::plugin::{ConnectedPeers, KindQueues, NetEndpoint, PeersyncSystems, reject_input};
+use crate::protocol::ProtocolRegistry;
+use crate::session::{InputError, MAX_KIND, SendError};
+use crate::{Channel, PeerId};
+
+/// Most bytes one decode may claim for the values it builds, whatever lengths the input
+/// announces: a hostile peer cannot make us allocate more than this per message.
+pub const DECODE_LIMIT: usize = 16 << 20;
+
+/// Types that can travel as peer messages.
+pub trait PeerMessage: Serialize + DeserializeOwned + Send + Sync + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> PeerMessage for T {}
+
+/// Encodes a value the way every message and component is encoded on the wire.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, SendError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map_err(|error| SendError::Encode(error.to_string()))
+}
+
+/// Decodes a value from untrusted bytes: bounded by [`DECODE_LIMIT`], and all bytes must be
+/// used.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| e.to_string())?;
+    if read != bytes.len() {
+        return Err(format!("{} bytes left over", bytes.len() - read));
+    }
+    Ok(value)
+}
+
+/// A message received from a peer. Read them with `MessageReader<FromPeer<M>>`.
+#[derive(Message, Debug, Clone, PartialEq)]
+pub struct FromPeer<M> {
+    /// Who sent it.
+    pub peer: PeerId,
+    /// The message.
+    pub message: M,
+}
+
+/// Who a message goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every connected peer.
+    All,
+    /// Every connected peer but one.
+    AllExcept(PeerId),
+    /// One peer.
+    Peer(PeerId),
+    /// Some peers.
+    Peers(Vec<PeerId>),
+}
+
+impl From<PeerId> for Target {
+    fn from(peer: PeerId) -> Self {
+        Target::Peer(peer)
+    }
+}
+
+impl From<Vec<PeerId>> for Target {
+    fn from(peers: Vec<PeerId>) -> Self {
+        Target::Peers(peers)
+    }
+}
+
+impl From<&[PeerId]> for Target {
+    fn from(peers: &[PeerId]) -> Self {
+        Target::Peers(peers.to_vec())
+    }
+}
+
+/// Encoded messages of type `M` waiting for [`PeersyncSystems::Send`].
+#[derive(Resource)]
+pub(crate) struct PeerOutbox<M> {
+    kind: u16,
+    channel: Channel,
+    max_size: usize,
+    pending: Vec<(PeerId, Bytes)>,
+    _message: PhantomData<fn() -> M>,
+}
+
+/// Sends messages of type `M` to peers.
+///
+/// The message is encoded and checked at once, so an error (too large for its channel, unknown
+/// peer) comes back to the caller; it goes out at the end of the frame. Messages of one type to
+/// one peer arrive in the order sent on the reliable channel.
+#[derive(SystemParam)]
+pub struct PeerMessageWriter<'w, M: PeerMessage> {
+    outbox: ResMut<'w, PeerOutbox<M>>,
+    peers: Res<'w, ConnectedPeers>,
+}
+
+impl<M: PeerMessage> PeerMessageWriter<'_, M> {
+    /// Sends `message` to `target`. Nothing is sent if the message is too large or a named peer
+    /// is not connected.
+    pub fn send(&mut self, target: impl Into<Target>, message: &M) -> Result<(), SendError> {
+        let body = encode(message)?;
+        if body.len() > self.outbox.max_size {
+            return Err(SendError::TooLarge {
+                size: body.len(),
+                max: self.outbox.max_size,
+                channel: self.outbox.channel,
+            });
+        }
+        let body = Bytes::from(body);
+        let pending = &mut self.outbox.pending;
+        match target.into() {
+            Target::All => pending.extend(self.peers.ids().map(|peer| (peer, body.clone()))),
+            Target::AllExcept(except) => pending.extend(
+                self.peers
+                    .ids()
+                    .filter(|peer| *peer != except)
+                    .map(|peer| (peer, body.clone())),
+            ),
+            Target::Peer(peer) => {
+                if !self.peers.contains(peer) {
+                    return Err(SendError::UnknownPeer(peer));
+                }
+                pending.push((peer, body));
+            }
+            Target::Peers(peers) => {
+                if let Some(missing) = peers.iter().find(|peer| !self.peers.contains(**peer)) {
+                    return Err(SendError::UnknownPeer(*missing));
+                }
+                pending.extend(peers.into_iter().map(|peer| (peer, body.clone())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `message` to every connected peer.
+    pub fn broadcast(&mut self, message: &M) -> Result<(), SendError> {
+        self.send(Target::All, message)
+    }
+}
+
+/// Registers peer message types.
+pub trait PeerMessageAppExt {
+    /// Registers `M` as a message on `channel`: senders use [`PeerMessageWriter<M>`], receivers
+    /// read `MessageReader<FromPeer<M>>`. Every peer must register the same messages in the
+    /// same order (checked when peers connect).
+    fn add_peer_message<M: PeerMessage>(&mut self, channel: Channel) -> &mut Self;
+}
+
+impl PeerMessageAppExt for App {
+    fn add_peer_message<M: PeerMessage>(&mut self, channel: Channel) -> &mut Self {
+        let world = self.world_mut();
+        assert!(
+            world.contains_resource::<KindQueues>(),
+            "add PeersyncPlugin before registering peer messages"
+        );
+        assert!(
+            !world.contains_resource::<PeerOutbox<M>>(),
+            "peer message {} registered twice",
+            type_name::<M>()
+        );
+        let mut queues = world.resource_mut::<KindQueues>();
+        let kind = FIRST_APP_KIND + queues.app_kinds;
+        assert!(kind <= MAX_KIND, "too many peer message types");
+        queues.app_kinds += 1;
+        queues.register(kind);
+        world
+            .resource_mut::<ProtocolRegistry>()
+            .push(format!("message:{}:{channel:?}", type_name::<M>()));
+        let config = &world.resource::<NetEndpoint>().0.config;
+        let max_size = match channel {
+            Channel::Reliable => config.max_message_size,
+            Channel::Unreliable => config.max_unreliable_message(),
+        };
+        world.insert_resource(PeerOutbox::<M> {
+            kind,
+            channel,
+            max_size,
+            pending: Vec::new(),
+            _message: PhantomData,
+        });
+        self.add_message::<FromPeer<M>>()
+            .add_systems(
+                PreUpdate,
+                receive_messages::<M>
+                    .in_set(PeersyncSystems::Receive)
+                    .after(crate::plugin::process_packets),
+            )
+            .add_systems(PostUpdate, send_messages::<M>.in_set(PeersyncSystems::Send))
+    }
+}
+
+fn receive_messages<M: PeerMessage>(
+    outbox: Res<PeerOutbox<M>>,
+    mut queues: ResMut<KindQueues>,
+    mut writer: MessageWriter<FromPeer<M>>,
+    mut commands: Commands,
+) {
+    for received in queues.take(outbox.kind) {
+        match decode::<M>(&received.body) {
+            Ok(message) => {
+                writer.write(FromPeer {
+                    peer: received.peer,
+                    message,
+                });
+            }
+            Err(error) => {
+                let peer = received.peer;
+                let error = InputError::Decode {
+                    type_name: type_name::<M>(),
+                    error,
+                };
+                commands.queue(move |world: &mut World| reject_input(world, peer, error));
+            }
+        }
+    }
+}
+
+fn send_messages<M: PeerMessage>(
+    mut outbox: ResMut<PeerOutbox<M>>,
+    mut endpoint: ResMut<NetEndpoint>,
+) {
+    let (kind, channel) = (outbox.kind, outbox.channel);
+    for (peer, body) in outbox.pending.drain(..) {
+        // Fails only if the peer left since the message was queued: nobody to send it to.
+        let _ = endpoint.0.send(peer, channel, kind, body, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn decode_refuses_trailing_bytes() {
+        let mut bytes = encode(&7u32).unwrap();
+        assert_eq!(decode::<u32>(&bytes), Ok(7));
+        bytes.push(0);
+        assert!(decode::<u32>(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_huge_announced_length_is_an_error_not_an_allocation() {
+        // A Vec<u64> that claims 2^40 elements in a few bytes.
+        let mut bytes = Vec::new();
+        bytes.push(253u8);
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(decode::<Vec<u64>>(&bytes).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_or_fail(bytes: Vec<u8>) {
+            let _ = decode::<(String, Vec<u32>, Option<f32>)>(&bytes);
+        }
+    }
+}

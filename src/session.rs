@@ -1,0 +1,522 @@
+//! One remote peer's side of the protocol, without I/O: packets in, messages out, and back.
+//!
+//! The session knows nothing of sockets, clocks or Bevy: time comes in as an argument and bytes
+//! go out through a callback, so it is deterministic and can be driven by tests and fuzzers.
+
+mod frame;
+mod reliable;
+mod unreliable;
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use self::reliable::{ReliableReceiver, ReliableSender};
+pub use self::unreliable::Delivery;
+use self::unreliable::{Received, UnreliableReceiver, UnreliableSender};
+use crate::channel::Channel;
+use crate::wire::WireError;
+
+pub(crate) use self::frame::MAX_KIND;
+
+/// Limits and timings of the peer protocol. Every peer of a room should use the same values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// Largest message, in bytes, sent or accepted on the reliable channel. Bigger ones are
+    /// refused on send and dropped (and reported) on receipt. Default 1 MiB.
+    pub max_message_size: usize,
+    /// Largest packet on the reliable channel. Big messages are cut into pieces of this size:
+    /// browsers handle 16 KiB in every engine, and smaller pieces let the unreliable channel's
+    /// packets through between them. Default 16 KiB.
+    pub reliable_packet_size: usize,
+    /// Largest packet on the unreliable channel. 1160 bytes is what one SCTP data chunk carries
+    /// with webrtc-rs's MTU of 1191; a bigger message would be split by SCTP and lost whole
+    /// when any piece is lost. Default 1160.
+    pub unreliable_packet_size: usize,
+    /// Longest quiet time on the unreliable channel before a ping is sent, which keeps the
+    /// round-trip time and loss figures current. Default 250 ms.
+    pub heartbeat: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: 1 << 20,
+            reliable_packet_size: 16 * 1024,
+            unreliable_packet_size: 1160,
+            heartbeat: Duration::from_millis(250),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Largest body of one unreliable message: a packet minus its header and frame header.
+    pub fn max_unreliable_message(&self) -> usize {
+        let header = 9; // flags, sequence number, ack, ack bits
+        let frame = 1 + 2 + 2; // tag, kind, length (both varints of at most two bytes here)
+        self.unreliable_packet_size.saturating_sub(header + frame)
+    }
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// The encoded message is bigger than its channel allows.
+    TooLarge {
+        /// Encoded size in bytes.
+        size: usize,
+        /// The channel's limit.
+        max: usize,
+        /// The channel it was sent on.
+        channel: Channel,
+    },
+    /// No connected peer has this id.
+    UnknownPeer(crate::PeerId),
+    /// The message could not be encoded.
+    Encode(String),
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::TooLarge { size, max, channel } => write!(
+                f,
+                "message of {size} bytes is over the {max}-byte limit of the {channel:?} channel"
+            ),
+            SendError::UnknownPeer(peer) => write!(f, "no connected peer {peer}"),
+            SendError::Encode(error) => write!(f, "could not encode message: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Why input from a peer was dropped. Reported to the game with the peer it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputError {
+    /// The packet's bytes do not follow the wire format.
+    Malformed(WireError),
+    /// The packet holds a frame type this version does not know.
+    UnknownFrame(u8),
+    /// A packet with nothing in it.
+    EmptyPacket,
+    /// A packet bigger than its channel allows.
+    PacketTooLarge {
+        /// Its size.
+        size: usize,
+        /// The channel's limit.
+        max: usize,
+    },
+    /// A message bigger than the configured maximum.
+    MessageTooLarge {
+        /// The size it announced.
+        size: u64,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The pieces of a big message came out of sequence.
+    BrokenPieces,
+    /// A message of a kind nobody registered.
+    UnknownKind(u16),
+    /// A message whose body failed to decode as its registered type.
+    Decode {
+        /// The registered type.
+        type_name: &'static str,
+        /// What the decoder said.
+        error: String,
+    },
+    /// The peer broke the connection handshake.
+    Handshake(String),
+    /// A message that is only valid from another peer (e.g. a write to something it does not
+    /// own).
+    Unauthorized(String),
+}
+
+impl From<frame::FrameError> for InputError {
+    fn from(error: frame::FrameError) -> Self {
+        match error {
+            frame::FrameError::Wire(error) => InputError::Malformed(error),
+            frame::FrameError::UnknownFrame(tag) => InputError::UnknownFrame(tag),
+        }
+    }
+}
+
+impl From<WireError> for InputError {
+    fn from(error: WireError) -> Self {
+        InputError::Malformed(error)
+    }
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InputError::Malformed(error) => write!(f, "malformed packet: {error}"),
+            InputError::UnknownFrame(tag) => write!(f, "unknown frame type {tag:#04x}"),
+            InputError::EmptyPacket => f.write_str("empty packet"),
+            InputError::PacketTooLarge { size, max } => {
+                write!(f, "packet of {size} bytes over the {max}-byte limit")
+            }
+            InputError::MessageTooLarge { size, max } => {
+                write!(f, "message of {size} bytes over the {max}-byte limit")
+            }
+            InputError::BrokenPieces => f.write_str("pieces of a big message out of sequence"),
+            InputError::UnknownKind(kind) => write!(f, "unknown message kind {kind}"),
+            InputError::Decode { type_name, error } => {
+                write!(f, "could not decode {type_name}: {error}")
+            }
+            InputError::Handshake(reason) => write!(f, "handshake: {reason}"),
+            InputError::Unauthorized(reason) => write!(f, "unauthorized: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Network figures for one connected peer, as the game can show them. Kept current on each
+/// [`Peer`](crate::Peer) entity.
+#[derive(bevy::prelude::Component, Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeerStats {
+    /// Smoothed round-trip time, from the acknowledgements of unreliable packets; `None` until
+    /// the first one.
+    pub rtt: Option<Duration>,
+    /// Share of our unreliable packets that went unacknowledged, smoothed, 0.0 to 1.0.
+    pub packet_loss: f32,
+    /// Bytes per second we sent to this peer over the last second (both channels).
+    pub sent_bytes_per_sec: f32,
+    /// Bytes per second received from this peer over the last second (both channels).
+    pub received_bytes_per_sec: f32,
+    /// Packets sent since the connection opened.
+    pub packets_sent: u64,
+    /// Packets received since the connection opened.
+    pub packets_received: u64,
+    /// Packets or messages from this peer that were dropped as bad input.
+    pub rejected: u64,
+}
+
+#[derive(Debug, Default)]
+struct StatsTracker {
+    stats: PeerStats,
+    window_start: Duration,
+    window_sent: u64,
+    window_received: u64,
+}
+
+impl StatsTracker {
+    fn roll(&mut self, now: Duration) {
+        let elapsed = now.saturating_sub(self.window_start);
+        if elapsed >= Duration::from_secs(1) {
+            let secs = elapsed.as_secs_f32();
+            self.stats.sent_bytes_per_sec = self.window_sent as f32 / secs;
+            self.stats.received_bytes_per_sec = self.window_received as f32 / secs;
+            self.window_sent = 0;
+            self.window_received = 0;
+            self.window_start = now;
+        }
+    }
+}
+
+/// The protocol state for one remote peer.
+#[derive(Debug)]
+pub(crate) struct PeerSession {
+    reliable_out: ReliableSender,
+    reliable_in: ReliableReceiver,
+    unreliable_out: UnreliableSender,
+    unreliable_in: UnreliableReceiver,
+    stats: StatsTracker,
+}
+
+/// A message read from a peer: channel, kind, body.
+pub(crate) type Incoming = (Channel, u16, Bytes);
+
+impl PeerSession {
+    pub(crate) fn new(now: Duration) -> Self {
+        Self {
+            reliable_out: ReliableSender::default(),
+            reliable_in: ReliableReceiver::default(),
+            unreliable_out: UnreliableSender::default(),
+            unreliable_in: UnreliableReceiver::default(),
+            stats: StatsTracker {
+                window_start: now,
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Queues a message for the next flush. On the unreliable channel a `token` asks to hear
+    /// whether the message was delivered (see [`PeerSession::drain_deliveries`]).
+    pub(crate) fn send(
+        &mut self,
+        config: &SessionConfig,
+        channel: Channel,
+        kind: u16,
+        body: Bytes,
+        token: Option<u64>,
+    ) -> Result<(), SendError> {
+        debug_assert!(kind <= MAX_KIND);
+        match channel {
+            Channel::Reliable => {
+                if body.len() > config.max_message_size {
+                    return Err(SendError::TooLarge {
+                        size: body.len(),
+                        max: config.max_message_size,
+                        channel,
+                    });
+                }
+                self.reliable_out.push(kind, body);
+            }
+            Channel::Unreliable => {
+                let max = config.max_unreliable_message();
+                if body.len() > max {
+                    return Err(SendError::TooLarge {
+                        size: body.len(),
+                        max,
+                        channel,
+                    });
+                }
+                self.unreliable_out.push(kind, body, token);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one packet from the peer.
+    pub(crate) fn handle_packet(
+        &mut self,
+        now: Duration,
+        config: &SessionConfig,
+        channel: Channel,
+        packet: &Bytes,
+        messages: &mut Vec<Incoming>,
+        errors: &mut Vec<InputError>,
+    ) {
+        self.stats.stats.packets_received += 1;
+        self.stats.window_received += packet.len() as u64;
+        let errors_before = errors.len();
+        let mut batch = Vec::new();
+        match channel {
+            Channel::Reliable => {
+                if packet.len() > config.reliable_packet_size {
+                    errors.push(InputError::PacketTooLarge {
+                        size: packet.len(),
+                        max: config.reliable_packet_size,
+                    });
+                } else {
+                    self.reliable_in.handle_packet(
+                        packet,
+                        config.max_message_size,
+                        &mut batch,
+                        errors,
+                    );
+                }
+            }
+            Channel::Unreliable => {
+                match self.unreliable_in.handle_packet(
+                    packet,
+                    config.unreliable_packet_size,
+                    &mut batch,
+                ) {
+                    Ok(Received::Fresh(Some(ack))) => self.unreliable_out.handle_ack(now, ack),
+                    Ok(Received::Fresh(None) | Received::Duplicate) => {}
+                    Err(error) => errors.push(error),
+                }
+            }
+        }
+        self.stats.stats.rejected += (errors.len() - errors_before) as u64;
+        messages.extend(batch.into_iter().map(|(kind, body)| (channel, kind, body)));
+    }
+
+    /// Counts input dropped by a layer above (unknown kinds, bodies that fail to decode).
+    pub(crate) fn count_rejected(&mut self) {
+        self.stats.stats.rejected += 1;
+    }
+
+    /// Sends everything queued, plus acks and pings the unreliable channel owes.
+    pub(crate) fn flush(
+        &mut self,
+        now: Duration,
+        config: &SessionConfig,
+        emit: &mut impl FnMut(Channel, Bytes),
+    ) {
+        let mut sent = 0u64;
+        let mut packets = 0u64;
+        self.reliable_out
+            .flush(config.reliable_packet_size, &mut |packet: Bytes| {
+                sent += packet.len() as u64;
+                packets += 1;
+                emit(Channel::Reliable, packet);
+            });
+        self.unreliable_out.detect_losses(now);
+        let ack = self.unreliable_in.ack_header();
+        self.unreliable_out.flush(
+            now,
+            config.unreliable_packet_size,
+            ack,
+            self.unreliable_in.ack_pending,
+            config.heartbeat,
+            &mut |packet: Bytes| {
+                sent += packet.len() as u64;
+                packets += 1;
+                emit(Channel::Unreliable, packet);
+            },
+        );
+        self.unreliable_in.ack_pending = false;
+        self.stats.stats.packets_sent += packets;
+        self.stats.window_sent += sent;
+        self.update_stats(now);
+    }
+
+    /// Sends only what is queued on the reliable channel.
+    pub(crate) fn flush_reliable(
+        &mut self,
+        config: &SessionConfig,
+        emit: &mut impl FnMut(Channel, Bytes),
+    ) {
+        let stats = &mut self.stats;
+        self.reliable_out
+            .flush(config.reliable_packet_size, &mut |packet: Bytes| {
+                stats.window_sent += packet.len() as u64;
+                stats.stats.packets_sent += 1;
+                emit(Channel::Reliable, packet);
+            });
+    }
+
+    fn update_stats(&mut self, now: Duration) {
+        let (lost, total) = std::mem::take(&mut self.unreliable_out.resolved);
+        for i in 0..total {
+            let sample = if i < lost { 1.0 } else { 0.0 };
+            self.stats.stats.packet_loss += (sample - self.stats.stats.packet_loss) / 32.0;
+        }
+        self.stats.stats.rtt = self.unreliable_out.rtt.smoothed();
+        self.stats.roll(now);
+    }
+
+    /// What became of unreliable messages sent with a token.
+    #[allow(dead_code)] // Replication's resends are built on it.
+    pub(crate) fn drain_deliveries(&mut self) -> impl Iterator<Item = (u64, Delivery)> + '_ {
+        self.unreliable_out.drain_deliveries()
+    }
+
+    pub(crate) fn stats(&self) -> PeerStats {
+        self.stats.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pump(
+        from: &mut PeerSession,
+        to: &mut PeerSession,
+        now: Duration,
+    ) -> (Vec<Incoming>, Vec<InputError>) {
+        let config = SessionConfig::default();
+        let mut packets = Vec::new();
+        from.flush(now, &config, &mut |channel, packet| {
+            packets.push((channel, packet))
+        });
+        let mut messages = Vec::new();
+        let mut errors = Vec::new();
+        for (channel, packet) in packets {
+            assert!(!packet.is_empty(), "no empty packet is ever sent");
+            to.handle_packet(now, &config, channel, &packet, &mut messages, &mut errors);
+        }
+        (messages, errors)
+    }
+
+    #[test]
+    fn unreliable_messages_over_the_limit_are_refused_when_sent() {
+        let config = SessionConfig::default();
+        let mut session = PeerSession::new(Duration::ZERO);
+        let max = config.max_unreliable_message();
+        assert!(
+            session
+                .send(
+                    &config,
+                    Channel::Unreliable,
+                    16,
+                    Bytes::from(vec![0; max]),
+                    None
+                )
+                .is_ok()
+        );
+        assert_eq!(
+            session.send(
+                &config,
+                Channel::Unreliable,
+                16,
+                Bytes::from(vec![0; max + 1]),
+                None
+            ),
+            Err(SendError::TooLarge {
+                size: max + 1,
+                max,
+                channel: Channel::Unreliable
+            })
+        );
+        let mut packets = Vec::new();
+        session.flush(Duration::ZERO, &config, &mut |c, p| packets.push((c, p)));
+        assert_eq!(packets.len(), 1);
+        assert!(
+            packets[0].1.len() <= config.unreliable_packet_size,
+            "the largest message still fits one packet"
+        );
+    }
+
+    #[test]
+    fn both_channels_deliver_and_rtt_is_measured() {
+        let config = SessionConfig::default();
+        let mut a = PeerSession::new(Duration::ZERO);
+        let mut b = PeerSession::new(Duration::ZERO);
+        a.send(
+            &config,
+            Channel::Reliable,
+            16,
+            Bytes::from_static(b"hello"),
+            None,
+        )
+        .unwrap();
+        a.send(
+            &config,
+            Channel::Unreliable,
+            17,
+            Bytes::from_static(b"world"),
+            Some(5),
+        )
+        .unwrap();
+        let (messages, errors) = pump(&mut a, &mut b, Duration::ZERO);
+        assert!(errors.is_empty());
+        assert_eq!(messages.len(), 2);
+        pump(&mut b, &mut a, Duration::from_millis(30));
+        assert_eq!(
+            a.drain_deliveries().collect::<Vec<_>>(),
+            vec![(5, Delivery::Delivered)]
+        );
+        a.flush(Duration::from_millis(30), &config, &mut |_, _| {});
+        assert_eq!(a.stats().rtt, Some(Duration::from_millis(30)));
+    }
+
+    #[test]
+    fn oversized_packets_are_rejected_and_counted() {
+        let config = SessionConfig::default();
+        let mut session = PeerSession::new(Duration::ZERO);
+        let mut errors = Vec::new();
+        session.handle_packet(
+            Duration::ZERO,
+            &config,
+            Channel::Unreliable,
+            &Bytes::from(vec![0; 5000]),
+            &mut Vec::new(),
+            &mut errors,
+        );
+        assert_eq!(
+            errors,
+            vec![InputError::PacketTooLarge {
+                size: 5000,
+                max: 1160
+            }]
+        );
+        assert_eq!(session.stats().rejected, 1);
+    }
+}

@@ -1,0 +1,95 @@
+//! The byte seam between the network and everything above it.
+//!
+//! A [`Transport`] moves packets between the wire and the [`TransportIo`] buffers: per peer and
+//! per [`Channel`], bytes in and bytes out, plus the links that came up or went down. Nothing
+//! above this module knows how the bytes travel, which is why the same replication code runs
+//! over WebRTC ([`matchbox`]) and over the deterministic in-process network of the tests
+//! ([`memory`]).
+
+pub mod matchbox;
+pub mod memory;
+
+use std::fmt;
+use std::time::Duration;
+
+use bevy::prelude::Resource;
+use bytes::Bytes;
+
+use crate::{Channel, PeerId};
+
+/// One packet with the peer it comes from or goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// The remote peer.
+    pub peer: PeerId,
+    /// The data channel it travels on.
+    pub channel: Channel,
+    /// Its bytes; never empty.
+    pub bytes: Bytes,
+}
+
+/// A change of a link to a remote peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// The data channels to the peer are open.
+    Up(PeerId),
+    /// The peer is gone: it left the room, or its connection broke.
+    Down(PeerId),
+}
+
+/// The buffers of the byte seam. The transport fills `incoming` and `links` in
+/// [`PeersyncSystems::ReceivePackets`](crate::PeersyncSystems::ReceivePackets) and drains
+/// `outgoing` in [`PeersyncSystems::SendPackets`](crate::PeersyncSystems::SendPackets).
+#[derive(Resource, Debug, Default)]
+pub struct TransportIo {
+    /// Packets received since the last frame, in arrival order.
+    pub incoming: Vec<Packet>,
+    /// Packets to send at the end of this frame.
+    pub outgoing: Vec<Packet>,
+    /// Links that came up or went down since the last frame, in order.
+    pub links: Vec<LinkEvent>,
+}
+
+/// Where the socket stands with the lobby.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SocketState {
+    /// Not opened yet, or reaching the lobby.
+    #[default]
+    Connecting,
+    /// In the room, with this id: peers can come and go.
+    Connected(PeerId),
+    /// Could not reach the lobby, or lost it for good; the reason is for people to read.
+    Failed(String),
+    /// Closed by the game.
+    Closed,
+}
+
+impl fmt::Display for SocketState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketState::Connecting => f.write_str("connecting"),
+            SocketState::Connected(id) => write!(f, "connected as {id}"),
+            SocketState::Failed(reason) => write!(f, "failed: {reason}"),
+            SocketState::Closed => f.write_str("closed"),
+        }
+    }
+}
+
+/// A way of moving packets between peers.
+///
+/// Implement it to bring another transport; the two here are [`matchbox::MatchboxTransport`]
+/// and [`memory::MemoryTransport`].
+pub trait Transport: Send + Sync + 'static {
+    /// Moves what arrived since the last call into `io` (packets and link changes). Called once
+    /// per frame with the time since the app started; the first call opens the connection.
+    fn receive(&mut self, now: Duration, io: &mut TransportIo);
+
+    /// Sends and drains `io.outgoing`. Must not block.
+    fn send(&mut self, io: &mut TransportIo);
+
+    /// Where the connection stands.
+    fn state(&self) -> SocketState;
+
+    /// Ends every connection. Later calls of [`Transport::receive`] report no more packets.
+    fn close(&mut self);
+}

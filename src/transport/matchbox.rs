@@ -1,0 +1,259 @@
+//! WebRTC data channels through [`matchbox_socket`]: the only code that touches it.
+
+use std::time::Duration;
+
+use bevy::platform::sync::Mutex;
+use futures::channel::oneshot;
+use matchbox_socket::{ChannelConfig, RtcIceServerConfig, WebRtcSocket, WebRtcSocketBuilder};
+
+use super::{LinkEvent, Packet, SocketState, Transport, TransportIo};
+use crate::platform::{Background, spawn_background};
+use crate::{Channel, PeerId};
+
+/// ICE servers: how peers find a path to each other across NATs.
+///
+/// Empty by default: on loopback and on a LAN peers reach each other directly, and public STUN
+/// hosts that cannot be reached (offline, firewalled) make connections hang. Players behind
+/// NATs need a STUN server, and behind symmetric NATs a TURN relay; see the operator section of
+/// the README.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IceServers {
+    /// `stun:` and `turn:` URLs, e.g. `stun:stun.example.com:3478`,
+    /// `turn:turn.example.com:3478?transport=udp`.
+    pub urls: Vec<String>,
+    /// TURN user name.
+    pub username: Option<String>,
+    /// TURN credential.
+    pub credential: Option<String>,
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchboxConfig {
+    /// The lobby room: `ws[s]://host[:port]/<room>[?next=N]`.
+    pub room_url: String,
+    /// ICE servers; none by default.
+    pub ice_servers: IceServers,
+    /// How long to wait for the lobby to admit us before the socket is
+    /// [`SocketState::Failed`]. Default 10 s.
+    pub connect_timeout: Duration,
+    /// How many times to try reaching the lobby (3 s apart) before giving up; `None` tries
+    /// until [`MatchboxConfig::connect_timeout`]. Default 3.
+    pub signaling_attempts: Option<u16>,
+    /// How often to tell the lobby we are still here, so proxies keep the WebSocket open.
+    /// Default 10 s.
+    pub keep_alive: Option<Duration>,
+}
+
+impl MatchboxConfig {
+    /// A room URL with the defaults: no ICE servers, 10 s timeout, 3 attempts.
+    pub fn new(room_url: impl Into<String>) -> Self {
+        Self {
+            room_url: room_url.into(),
+            ice_servers: IceServers::default(),
+            connect_timeout: Duration::from_secs(10),
+            signaling_attempts: Some(3),
+            keep_alive: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+enum Phase {
+    /// Not opened yet: opens at the first `receive`.
+    Idle,
+    Running {
+        socket: Box<WebRtcSocket>,
+        ended: oneshot::Receiver<Result<(), String>>,
+        _task: Background,
+        started_at: Duration,
+    },
+    Done,
+}
+
+/// A [`Transport`] over matchbox_socket: WebRTC on native (webrtc-rs) and in the browser.
+pub struct MatchboxTransport {
+    config: MatchboxConfig,
+    // The socket's receivers are not `Sync`; only `&mut self` ever touches them.
+    phase: Mutex<Phase>,
+    state: SocketState,
+    peers: Vec<PeerId>,
+}
+
+impl MatchboxTransport {
+    /// A transport that joins `config.room_url` when the app first runs.
+    pub fn new(config: MatchboxConfig) -> Self {
+        Self {
+            config,
+            phase: Mutex::new(Phase::Idle),
+            state: SocketState::Connecting,
+            peers: Vec::new(),
+        }
+    }
+
+    fn open(&self, now: Duration) -> Phase {
+        let ice = &self.config.ice_servers;
+        let (socket, message_loop) = WebRtcSocketBuilder::new(self.config.room_url.clone())
+            .ice_server(RtcIceServerConfig {
+                urls: ice.urls.clone(),
+                username: ice.username.clone(),
+                credential: ice.credential.clone(),
+            })
+            .reconnect_attempts(self.config.signaling_attempts)
+            .signaling_keep_alive_interval(self.config.keep_alive)
+            // The order is the protocol: see `Channel`.
+            .add_channel(ChannelConfig::reliable())
+            .add_channel(ChannelConfig::unreliable())
+            .build();
+        let (tx, ended) = oneshot::channel();
+        let task = spawn_background(async move {
+            let result = message_loop.await.map_err(|error| match error {
+                matchbox_socket::Error::ConnectionFailed(ref cause)
+                | matchbox_socket::Error::Disconnected(ref cause) => format!("{error} ({cause})"),
+            });
+            let _ = tx.send(result);
+        });
+        Phase::Running {
+            socket: Box::new(socket),
+            ended,
+            _task: task,
+            started_at: now,
+        }
+    }
+
+    fn fail(&mut self, reason: String, io: &mut TransportIo) {
+        tracing::warn!("peer socket failed: {reason}");
+        self.state = SocketState::Failed(reason);
+        self.end(io);
+    }
+
+    /// Drops the socket and its message loop, which closes every peer connection.
+    fn end(&mut self, io: &mut TransportIo) {
+        *self.phase.get_mut().unwrap_or_else(|e| e.into_inner()) = Phase::Done;
+        io.links.extend(self.peers.drain(..).map(LinkEvent::Down));
+    }
+}
+
+impl Transport for MatchboxTransport {
+    fn receive(&mut self, now: Duration, io: &mut TransportIo) {
+        let mut phase = std::mem::replace(
+            self.phase.get_mut().unwrap_or_else(|e| e.into_inner()),
+            Phase::Done,
+        );
+        if matches!(phase, Phase::Idle) {
+            phase = self.open(now);
+        }
+        let Phase::Running {
+            socket,
+            ended,
+            started_at,
+            ..
+        } = &mut phase
+        else {
+            *self.phase.get_mut().unwrap_or_else(|e| e.into_inner()) = phase;
+            return;
+        };
+
+        match ended.try_recv() {
+            Ok(Some(result)) => {
+                let reason = match result {
+                    Err(error) => error,
+                    Ok(()) => "the connection to the lobby ended".to_owned(),
+                };
+                let url = self.config.room_url.clone();
+                drop(phase);
+                self.fail(format!("{url}: {reason}"), io);
+                return;
+            }
+            Ok(None) => {}
+            Err(oneshot::Canceled) => {
+                drop(phase);
+                self.fail("the socket's message loop stopped".to_owned(), io);
+                return;
+            }
+        }
+
+        if let Some(id) = socket.id()
+            && self.state == SocketState::Connecting
+        {
+            self.state = SocketState::Connected(PeerId::from(id.0));
+        }
+        if self.state == SocketState::Connecting
+            && now.saturating_sub(*started_at) > self.config.connect_timeout
+        {
+            let reason = format!(
+                "no answer from the lobby at {} within {:?}",
+                self.config.room_url, self.config.connect_timeout
+            );
+            drop(phase);
+            self.fail(reason, io);
+            return;
+        }
+
+        // `Err` means the loop is gone; `ended` reports why on a later frame.
+        if let Ok(changes) = socket.try_update_peers() {
+            for (id, state) in changes {
+                let peer = PeerId::from(id.0);
+                match state {
+                    matchbox_socket::PeerState::Connected => {
+                        if !self.peers.contains(&peer) {
+                            self.peers.push(peer);
+                            io.links.push(LinkEvent::Up(peer));
+                        }
+                    }
+                    matchbox_socket::PeerState::Disconnected => {
+                        if let Some(index) = self.peers.iter().position(|p| *p == peer) {
+                            self.peers.swap_remove(index);
+                            io.links.push(LinkEvent::Down(peer));
+                        }
+                    }
+                }
+            }
+        }
+        for channel in Channel::ALL {
+            if let Ok(data) = socket.get_channel_mut(channel.index()) {
+                for (id, bytes) in data.receive() {
+                    let peer = PeerId::from(id.0);
+                    // Packets of a peer whose link is not up (yet, or any more) have no session.
+                    if !bytes.is_empty() && self.peers.contains(&peer) {
+                        io.incoming.push(Packet {
+                            peer,
+                            channel,
+                            bytes,
+                        });
+                    }
+                }
+            }
+        }
+        *self.phase.get_mut().unwrap_or_else(|e| e.into_inner()) = phase;
+    }
+
+    fn send(&mut self, io: &mut TransportIo) {
+        let phase = self.phase.get_mut().unwrap_or_else(|e| e.into_inner());
+        let Phase::Running { socket, .. } = phase else {
+            io.outgoing.clear();
+            return;
+        };
+        for packet in io.outgoing.drain(..) {
+            debug_assert!(
+                !packet.bytes.is_empty(),
+                "empty packets can be dropped on the way"
+            );
+            if let Ok(data) = socket.get_channel_mut(packet.channel.index()) {
+                // An error means the message loop is gone: `receive` reports it.
+                let _ = data.try_send(packet.bytes, matchbox_socket::PeerId(packet.peer.as_uuid()));
+            }
+        }
+    }
+
+    fn state(&self) -> SocketState {
+        self.state.clone()
+    }
+
+    fn close(&mut self) {
+        let mut io = TransportIo::default();
+        self.end(&mut io);
+        if !matches!(self.state, SocketState::Failed(_)) {
+            self.state = SocketState::Closed;
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! An in-process network for tests: any number of peers, a seeded link conditioner, and a
+//! clock that only moves when told to, so every run with the same seed is the same run.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bevy::platform::time::Instant;
+
+use super::{LinkEvent, Packet, SocketState, Transport, TransportIo};
+use crate::{Channel, PeerId};
+
+/// What a link does to packets: the faults of a real network, drawn from a seeded generator.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkConditioner {
+    /// Share of packets lost, 0.0 to 1.0. On the reliable channel a loss costs a retransmission
+    /// (the packet and all behind it come later) instead.
+    pub loss: f32,
+    /// One-way delay.
+    pub latency: Duration,
+    /// Each packet's delay is `latency` plus or minus up to this much, uniformly.
+    pub jitter: Duration,
+    /// Share of unreliable packets delivered twice.
+    pub duplicate: f32,
+    /// Share of unreliable packets held back long enough to arrive after later ones.
+    pub reorder: f32,
+}
+
+impl LinkConditioner {
+    /// No loss, no delay.
+    pub const PERFECT: Self = Self {
+        loss: 0.0,
+        latency: Duration::ZERO,
+        jitter: Duration::ZERO,
+        duplicate: 0.0,
+        reorder: 0.0,
+    };
+}
+
+impl Default for LinkConditioner {
+    fn default() -> Self {
+        Self::PERFECT
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64): the conditioner's only source of chance.
+#[derive(Debug, Clone)]
+pub(crate) struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub(crate) fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    fn chance(&mut self, p: f32) -> bool {
+        p > 0.0 && self.unit() < p
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Scheduled {
+    deliver_at: Duration,
+    order: u64,
+    from: PeerId,
+    channel: Channel,
+    bytes: bytes::Bytes,
+}
+
+#[derive(Debug, Default)]
+struct Member {
+    inbox: BinaryHeap<Reverse<Scheduled>>,
+    links: Vec<LinkEvent>,
+}
+
+#[derive(Debug)]
+enum Clock {
+    Manual(Duration),
+    Real(Instant),
+}
+
+#[derive(Debug)]
+struct Hub {
+    rng: SplitMix64,
+    clock: Clock,
+    conditioner: LinkConditioner,
+    overrides: HashMap<(PeerId, PeerId), LinkConditioner>,
+    members: BTreeMap<PeerId, Member>,
+    /// When the last reliable packet on each directed link arrives: later ones never overtake.
+    reliable_tail: HashMap<(PeerId, PeerId), Duration>,
+    order: u64,
+}
+
+impl Hub {
+    fn now(&self) -> Duration {
+        match &self.clock {
+            Clock::Manual(now) => *now,
+            Clock::Real(start) => start.elapsed(),
+        }
+    }
+
+    fn route(&mut self, from: PeerId, packet: Packet) {
+        if !self.members.contains_key(&packet.peer) {
+            return;
+        }
+        let link = (from, packet.peer);
+        let conditioner = self
+            .overrides
+            .get(&link)
+            .copied()
+            .unwrap_or(self.conditioner);
+        let now = self.now();
+        let mut deliveries = Vec::with_capacity(2);
+        match packet.channel {
+            Channel::Unreliable => {
+                if self.rng.chance(conditioner.loss) {
+                    return;
+                }
+                let copies = if self.rng.chance(conditioner.duplicate) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    let mut delay = self.delay(&conditioner);
+                    if self.rng.chance(conditioner.reorder) {
+                        let extra = conditioner.latency.max(Duration::from_millis(10));
+                        delay += extra.mul_f32(0.5 + self.rng.unit());
+                    }
+                    deliveries.push(now + delay);
+                }
+            }
+            Channel::Reliable => {
+                let mut delay = self.delay(&conditioner);
+                // SCTP resends a lost packet after about a round trip.
+                let mut resends = 0;
+                while resends < 8 && self.rng.chance(conditioner.loss) {
+                    delay += (conditioner.latency * 2).max(Duration::from_millis(20));
+                    resends += 1;
+                }
+                let tail = self.reliable_tail.entry(link).or_default();
+                let at = (now + delay).max(*tail);
+                *tail = at;
+                deliveries.push(at);
+            }
+        }
+        for deliver_at in deliveries {
+            self.order += 1;
+            let scheduled = Scheduled {
+                deliver_at,
+                order: self.order,
+                from,
+                channel: packet.channel,
+                bytes: packet.bytes.clone(),
+            };
+            if let Some(member) = self.members.get_mut(&packet.peer) {
+                member.inbox.push(Reverse(scheduled));
+            }
+        }
+    }
+
+    fn delay(&mut self, conditioner: &LinkConditioner) -> Duration {
+        let jitter = conditioner.jitter.as_secs_f64() * (self.rng.unit() as f64 * 2.0 - 1.0);
+        Duration::from_secs_f64((conditioner.latency.as_secs_f64() + jitter).max(0.0))
+    }
+
+    fn leave(&mut self, id: PeerId) {
+        if self.members.remove(&id).is_none() {
+            return;
+        }
+        for member in self.members.values_mut() {
+            member.links.push(LinkEvent::Down(id));
+        }
+        self.reliable_tail.retain(|(a, b), _| *a != id && *b != id);
+    }
+}
+
+/// The shared network. Clone it to hand it to several apps; [`MemoryNetwork::join`] makes one
+/// peer's transport.
+#[derive(Debug, Clone)]
+pub struct MemoryNetwork {
+    hub: Arc<Mutex<Hub>>,
+}
+
+impl MemoryNetwork {
+    /// A network whose faults are drawn from `seed`, perfect until
+    /// [`MemoryNetwork::set_conditioner`], with a manual clock at zero (see
+    /// [`MemoryNetwork::advance`]).
+    pub fn new(seed: u64) -> Self {
+        Self {
+            hub: Arc::new(Mutex::new(Hub {
+                rng: SplitMix64::new(seed),
+                clock: Clock::Manual(Duration::ZERO),
+                conditioner: LinkConditioner::PERFECT,
+                overrides: HashMap::new(),
+                members: BTreeMap::new(),
+                reliable_tail: HashMap::new(),
+                order: 0,
+            })),
+        }
+    }
+
+    fn hub(&self) -> MutexGuard<'_, Hub> {
+        // A test that panicked while holding the lock leaves consistent data behind.
+        self.hub.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes every link behave as `conditioner` (except those set with
+    /// [`MemoryNetwork::set_link`]).
+    pub fn set_conditioner(&self, conditioner: LinkConditioner) {
+        self.hub().conditioner = conditioner;
+    }
+
+    /// Makes the link from `from` to `to` (one direction) behave as `conditioner`.
+    pub fn set_link(&self, from: PeerId, to: PeerId, conditioner: LinkConditioner) {
+        self.hub().overrides.insert((from, to), conditioner);
+    }
+
+    /// Moves the clock forward. Packets are delivered once the clock has reached their time.
+    pub fn advance(&self, by: Duration) {
+        if let Clock::Manual(now) = &mut self.hub().clock {
+            *now += by;
+        }
+    }
+
+    /// Follows the wall clock from now on, for apps that run freely.
+    pub fn use_real_time(&self) {
+        let mut hub = self.hub();
+        let now = hub.now();
+        hub.clock = Clock::Real(Instant::now() - now);
+    }
+
+    /// The network's current time.
+    pub fn now(&self) -> Duration {
+        self.hub().now()
+    }
+
+    /// Adds a peer: every peer already on the network and the new one see a link come up.
+    pub fn join(&self) -> MemoryTransport {
+        let mut hub = self.hub();
+        let id = loop {
+            let id =
+                PeerId((u128::from(hub.rng.next_u64()) << 64) | u128::from(hub.rng.next_u64()));
+            if !hub.members.contains_key(&id) {
+                break id;
+            }
+        };
+        let mut member = Member::default();
+        for (other, existing) in hub.members.iter_mut() {
+            existing.links.push(LinkEvent::Up(id));
+            member.links.push(LinkEvent::Up(*other));
+        }
+        hub.members.insert(id, member);
+        MemoryTransport {
+            network: self.clone(),
+            id,
+            closed: false,
+        }
+    }
+
+    /// Peers currently on the network.
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.hub().members.keys().copied().collect()
+    }
+}
+
+/// One peer's end of a [`MemoryNetwork`].
+#[derive(Debug)]
+pub struct MemoryTransport {
+    network: MemoryNetwork,
+    id: PeerId,
+    closed: bool,
+}
+
+impl MemoryTransport {
+    /// This peer's id.
+    pub fn id(&self) -> PeerId {
+        self.id
+    }
+}
+
+impl Transport for MemoryTransport {
+    fn receive(&mut self, _now: Duration, io: &mut TransportIo) {
+        if self.closed {
+            return;
+        }
+        let mut hub = self.network.hub();
+        let now = hub.now();
+        let Some(member) = hub.members.get_mut(&self.id) else {
+            return;
+        };
+        io.links.append(&mut member.links);
+        while member
+            .inbox
+            .peek()
+            .is_some_and(|Reverse(next)| next.deliver_at <= now)
+        {
+            let Reverse(scheduled) = member.inbox.pop().expect("peeked");
+            io.incoming.push(Packet {
+                peer: scheduled.from,
+                channel: scheduled.channel,
+                bytes: scheduled.bytes,
+            });
+        }
+    }
+
+    fn send(&mut self, io: &mut TransportIo) {
+        if self.closed {
+            io.outgoing.clear();
+            return;
+        }
+        let mut hub = self.network.hub();
+        for packet in io.outgoing.drain(..) {
+            debug_assert!(!packet.bytes.is_empty());
+            hub.route(self.id, packet);
+        }
+    }
+
+    fn state(&self) -> SocketState {
+        if self.closed {
+            SocketState::Closed
+        } else {
+            SocketState::Connected(self.id)
+        }
+    }
+
+    fn close(&mut self) {
+        if !self.closed {
+            self.closed = true;
+            self.network.hub().leave(self.id);
+        }
+    }
+}
+
+impl Drop for MemoryTransport {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn packet(to: PeerId, channel: Channel, byte: u8) -> Packet {
+        Packet {
+            peer: to,
+            channel,
+            bytes: Bytes::from(vec![byte]),
+        }
+    }
+
+    fn received(transport: &mut MemoryTransport) -> TransportIo {
+        let mut io = TransportIo::default();
+        transport.receive(Duration::ZERO, &mut io);
+        io
+    }
+
+    #[test]
+    fn joining_and_leaving_are_seen_by_everyone() {
+        let net = MemoryNetwork::new(1);
+        let mut a = net.join();
+        let mut b = net.join();
+        assert_eq!(received(&mut a).links, vec![LinkEvent::Up(b.id())]);
+        assert_eq!(received(&mut b).links, vec![LinkEvent::Up(a.id())]);
+        b.close();
+        assert_eq!(received(&mut a).links, vec![LinkEvent::Down(b.id())]);
+        assert_eq!(b.state(), SocketState::Closed);
+    }
+
+    #[test]
+    fn latency_holds_packets_until_the_clock_reaches_them() {
+        let net = MemoryNetwork::new(2);
+        net.set_conditioner(LinkConditioner {
+            latency: Duration::from_millis(50),
+            ..LinkConditioner::PERFECT
+        });
+        let mut a = net.join();
+        let mut b = net.join();
+        let mut io = TransportIo::default();
+        io.outgoing.push(packet(b.id(), Channel::Unreliable, 1));
+        a.send(&mut io);
+        net.advance(Duration::from_millis(49));
+        assert!(received(&mut b).incoming.is_empty());
+        net.advance(Duration::from_millis(1));
+        assert_eq!(received(&mut b).incoming.len(), 1);
+    }
+
+    #[test]
+    fn reliable_packets_keep_their_order_through_jitter_and_loss() {
+        let net = MemoryNetwork::new(3);
+        net.set_conditioner(LinkConditioner {
+            loss: 0.3,
+            latency: Duration::from_millis(40),
+            jitter: Duration::from_millis(30),
+            duplicate: 0.3,
+            reorder: 0.3,
+        });
+        let mut a = net.join();
+        let mut b = net.join();
+        let mut io = TransportIo::default();
+        for i in 0..200 {
+            io.outgoing.push(packet(b.id(), Channel::Reliable, i));
+        }
+        a.send(&mut io);
+        net.advance(Duration::from_secs(5));
+        let bytes: Vec<u8> = received(&mut b)
+            .incoming
+            .iter()
+            .map(|p| p.bytes[0])
+            .collect();
+        assert_eq!(bytes, (0..200).collect::<Vec<u8>>());
+    }
+
+    #[test]
+    fn unreliable_faults_follow_the_seed() {
+        let run = |seed| {
+            let net = MemoryNetwork::new(seed);
+            net.set_conditioner(LinkConditioner {
+                loss: 0.2,
+                latency: Duration::from_millis(40),
+                jitter: Duration::from_millis(30),
+                duplicate: 0.1,
+                reorder: 0.1,
+            });
+            let mut a = net.join();
+            let mut b = net.join();
+            let mut io = TransportIo::default();
+            for i in 0..200 {
+                io.outgoing.push(packet(b.id(), Channel::Unreliable, i));
+            }
+            a.send(&mut io);
+            net.advance(Duration::from_secs(5));
+            received(&mut b)
+                .incoming
+                .iter()
+                .map(|p| p.bytes[0])
+                .collect::<Vec<u8>>()
+        };
+        let first = run(7);
+        assert_eq!(first, run(7), "same seed, same faults");
+        assert_ne!(first, run(8));
+        assert!(
+            first.len() > 140 && first.len() < 200,
+            "about 20 % lost, 10 % doubled: {}",
+            first.len()
+        );
+        assert!(
+            first.windows(2).any(|w| w[0] > w[1]),
+            "some packets overtake others"
+        );
+    }
+}
