@@ -1,0 +1,66 @@
+//! The HTTP endpoints: health, the room list for lobby browsers, Prometheus metrics, and a
+//! static directory.
+
+#[path = "support/client.rs"]
+mod client;
+
+use client::*;
+
+#[tokio::test]
+async fn health_rooms_and_metrics() {
+    let lobby = lobby(|config| config.room_capacity = 4).await;
+    assert_eq!(get(&lobby, "/health").await, (200, "ok\n".to_owned()));
+
+    let (_a, _) = join(&lobby, "/eu-1").await;
+    let (_b, _) = join(&lobby, "/eu-1").await;
+    let (_c, _) = join(&lobby, "/us-1").await;
+    let (_d, _) = join(&lobby, "/eu-duel?next=2").await;
+
+    let (status, body) = get(&lobby, "/rooms").await;
+    assert_eq!(status, 200);
+    let rooms: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        rooms,
+        serde_json::json!([
+            {"name": "eu-1", "peers": 2, "capacity": 4},
+            {"name": "eu-duel", "next": 2, "peers": 1, "capacity": 2},
+            {"name": "us-1", "peers": 1, "capacity": 4},
+        ])
+    );
+    let (_, body) = get(&lobby, "/rooms?prefix=us").await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        serde_json::json!([{"name": "us-1", "peers": 1, "capacity": 4}])
+    );
+
+    let (status, metrics) = get(&lobby, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("peersync_lobby_peers 4"), "{metrics}");
+    assert!(
+        metrics.contains("peersync_lobby_websockets_total 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE peersync_lobby_closes_total counter"),
+        "{metrics}"
+    );
+    assert_eq!(get(&lobby, "/nothing-here").await.0, 404);
+    lobby.shutdown().await;
+}
+
+#[tokio::test]
+async fn serves_a_static_directory() {
+    let dir = std::env::temp_dir().join(format!("peersync-static-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<h1>demo</h1>").unwrap();
+    let lobby = lobby(|config| config.static_dir = Some(dir.clone())).await;
+    assert_eq!(get(&lobby, "/").await, (200, "<h1>demo</h1>".to_owned()));
+    assert_eq!(
+        get(&lobby, "/index.html").await,
+        (200, "<h1>demo</h1>".to_owned())
+    );
+    // A WebSocket upgrade on the same path still joins the default room.
+    let (_ws, _) = join(&lobby, "/").await;
+    lobby.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

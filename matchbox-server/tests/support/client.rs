@@ -1,0 +1,128 @@
+//! A raw WebSocket client speaking the protocol by hand, and a raw HTTP GET, for the lobby's
+//! tests: they assert the exact bytes a matchbox client would see.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use peersync_lobby::{Lobby, LobbyConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long a test waits for anything.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub async fn lobby(configure: impl FnOnce(&mut LobbyConfig)) -> Lobby {
+    let mut config = LobbyConfig::local();
+    configure(&mut config);
+    Lobby::bind(config).await.expect("binds a loopback port")
+}
+
+pub fn url(lobby: &Lobby, path: &str) -> String {
+    format!("ws://{}{path}", lobby.local_addr())
+}
+
+pub async fn connect(lobby: &Lobby, path: &str) -> Ws {
+    let (ws, _) = connect_async(url(lobby, path))
+        .await
+        .expect("the lobby accepts the join");
+    ws
+}
+
+/// Connects and reads the id the lobby assigns.
+pub async fn join(lobby: &Lobby, path: &str) -> (Ws, String) {
+    let mut ws = connect(lobby, path).await;
+    let first = next_text(&mut ws).await;
+    let value: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let id = value["IdAssigned"]
+        .as_str()
+        .unwrap_or_else(|| panic!("first frame is IdAssigned, got {first}"))
+        .to_owned();
+    (ws, id)
+}
+
+/// The next text frame, failing after [`WAIT`].
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a frame arrives in time")
+        {
+            Some(Ok(Message::Text(text))) => return text.to_string(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Waits for the server to close, returning its close frame.
+pub async fn closed(ws: &mut Ws) -> Option<CloseFrame> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("the lobby closes in time")
+        {
+            Some(Ok(Message::Close(frame))) => return frame,
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// Nothing arrives for a while (used where the point is that a frame must not come).
+pub async fn silent(ws: &mut Ws, for_: Duration) -> bool {
+    tokio::time::timeout(for_, ws.next()).await.is_err()
+}
+
+pub async fn send(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.into())).await.unwrap();
+}
+
+pub fn signal_to(receiver: &str, data: &str) -> String {
+    format!(r#"{{"Signal":{{"receiver":"{receiver}","data":{data}}}}}"#)
+}
+
+/// A refused join: its HTTP status and body.
+pub async fn refused(lobby: &Lobby, path: &str) -> (u16, String) {
+    refused_url(&url(lobby, path)).await
+}
+
+pub async fn refused_url(url: &str) -> (u16, String) {
+    match connect_async(url).await {
+        Ok(_) => panic!("{url} should be refused"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response
+                .body()
+                .clone()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            (response.status().as_u16(), body)
+        }
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+    }
+}
+
+/// A plain HTTP GET: status and body.
+pub async fn get(lobby: &Lobby, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(lobby.local_addr()).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: lobby\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
