@@ -2,7 +2,6 @@
 
 use std::future::Future;
 
-use bevy::tasks::{IoTaskPool, TaskPool};
 use futures::future::{AbortHandle, abortable};
 
 /// A future running in the background until it ends or this handle is dropped.
@@ -28,22 +27,36 @@ pub(crate) trait MaybeSend {}
 #[cfg(target_arch = "wasm32")]
 impl<T> MaybeSend for T {}
 
-/// Runs `future` in the background: on native on the IoTaskPool's own threads (so it is polled
-/// between frames, not once per frame), in the browser on its event loop (`spawn_local`).
+/// Runs `future` in the background until it ends or the handle is dropped.
+///
+/// Native: on a thread of its own that sleeps until the future is woken, so packets move between
+/// frames (not once per frame) and two sockets never wait on each other. Browser: on its event
+/// loop (`spawn_local`).
 pub(crate) fn spawn_background(
+    name: &str,
     future: impl Future<Output = ()> + MaybeSend + 'static,
 ) -> Background {
     let (future, abort) = abortable(future);
-    let pool = IoTaskPool::get_or_init(TaskPool::new);
     #[cfg(not(target_arch = "wasm32"))]
-    pool.spawn(async move {
-        let _ = future.await;
-    })
-    .detach();
+    {
+        let spawned = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let _ = futures::executor::block_on(future);
+            });
+        if let Err(error) = spawned {
+            // Dropping the future drops its result channel: the socket reports the loop ended.
+            tracing::error!("cannot start {name}: {error}");
+        }
+    }
     #[cfg(target_arch = "wasm32")]
-    pool.spawn_local(async move {
-        let _ = future.await;
-    })
-    .detach();
+    {
+        let _ = name;
+        bevy::tasks::IoTaskPool::get_or_init(bevy::tasks::TaskPool::new)
+            .spawn_local(async move {
+                let _ = future.await;
+            })
+            .detach();
+    }
     Background { abort }
 }

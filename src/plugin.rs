@@ -288,6 +288,12 @@ impl Plugin for PeersyncPlugin {
                     .chain()
                     .in_set(PeersyncSystems::SendPackets),
             );
+        {
+            let mut queues = app.world_mut().resource_mut::<KindQueues>();
+            queues.register(crate::replication::wire::KIND_UPDATE);
+            queues.register(crate::replication::wire::KIND_MUTATE);
+        }
+        crate::replication::build(app);
         if let Some(socket) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
             app.insert_resource(socket);
         }

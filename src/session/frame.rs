@@ -1,8 +1,8 @@
 //! The frames packets are made of.
 //!
 //! ```text
-//! reliable packet   := frame+                       (at most 16 KiB)
-//! unreliable packet := header frame*                (at most ~1160 bytes, one SCTP chunk)
+//! reliable packet   := frame+                       (at most reliable_packet_size)
+//! unreliable packet := header frame*                (at most unreliable_packet_size)
 //! header            := flags:u8 seq:u16 [ack:u16 ack_bits:u32 if flags & HAS_ACK]
 //! frame             := 0x01 kind:varint len:varint body          a whole message
 //!                    | 0x02 kind:varint total:varint len:varint body   first piece of a big one

@@ -105,7 +105,7 @@ impl MatchboxTransport {
             .add_channel(ChannelConfig::unreliable())
             .build();
         let (tx, ended) = oneshot::channel();
-        let task = spawn_background(async move {
+        let task = spawn_background("peersync-socket", async move {
             let result = message_loop.await.map_err(|error| match error {
                 matchbox_socket::Error::ConnectionFailed(ref cause)
                 | matchbox_socket::Error::Disconnected(ref cause) => format!("{error} ({cause})"),

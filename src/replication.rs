@@ -1,0 +1,207 @@
+//! ECS replication over the peer mesh: what a game marks [`Replicated`] appears on every peer of
+//! the room and follows its owner's changes.
+//!
+//! Every replicated entity has one owner, the only peer whose changes count: the peer that
+//! spawned it, or the host for [`HostOwned`] world entities. Each owner sends, to every peer:
+//!
+//! - **updates** on the reliable channel: spawns, component insertions and removals, despawns
+//!   and hand-overs, all of one network tick in one message, applied together;
+//! - **mutations** on the unreliable channel: the components that changed since the last tick,
+//!   packed into single packets. A packet that is lost is not resent as such: its values are
+//!   sent again at the next tick unless newer ones went out since, so a lost packet never holds
+//!   up the ones behind it, and receivers keep the newest value of each component.
+//!
+//! A peer that joins gets every entity (a snapshot), then the changes. When an owner leaves,
+//! its entities are despawned everywhere, or taken over by the host if marked
+//! [`HandToHostOnLeave`]; [`HostOwned`] entities move to whoever is host. Writes that do not
+//! come from an entity's owner are rejected and reported as
+//! [`PeerInputRejected`](crate::PeerInputRejected).
+
+pub mod codec;
+mod receive;
+mod registry;
+mod send;
+pub mod transform;
+pub mod wire;
+
+use std::time::Duration;
+
+use bevy::ecs::entity::MapEntities;
+use bevy::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use self::codec::{CodecError, ComponentCodec, SerdeCodec};
+use self::registry::ReplicationRegistry;
+pub use self::transform::TransformCodec;
+use crate::PeerId;
+use crate::plugin::PeersyncSystems;
+
+/// Marks an entity to replicate. Spawned by the local game, it is owned here ([`Owner::Local`]).
+#[derive(Component, Debug, Default, Clone, Copy)]
+#[require(Owner)]
+pub struct Replicated;
+
+/// Who may change a replicated entity.
+#[derive(Component, Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// This peer: its changes are sent to the others.
+    #[default]
+    Local,
+    /// A remote peer: the entity follows what it sends; local changes are overwritten.
+    Peer(PeerId),
+}
+
+impl Owner {
+    /// Whether this peer owns the entity.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Owner::Local)
+    }
+}
+
+/// A world entity: owned by whoever is host, and passed on when the host changes. Spawn it on the
+/// host only (see [`ConnectedPeers::is_host`](crate::ConnectedPeers::is_host)).
+#[derive(Component, Debug, Default, Clone, Copy)]
+pub struct HostOwned;
+
+/// When the entity's owner leaves, the host takes it over instead of despawning it.
+#[derive(Component, Debug, Default, Clone, Copy)]
+pub struct HandToHostOnLeave;
+
+/// The entity's room-wide id, set when it is first sent (or received). Entity references inside
+/// replicated components travel as these.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NetId(pub u64);
+
+/// Replication settings. Every peer of a room should use the same.
+#[derive(Resource, Debug, Clone, PartialEq)]
+pub struct ReplicationConfig {
+    /// Network ticks per second: how often changes are collected and sent. Default 60; 0 sends
+    /// every frame.
+    pub tick_rate: f64,
+    /// How long a claimed hand-over may wait for the previous owner's consent (its hand-over or
+    /// its departure) before it is rejected. Default 5 s.
+    pub handover_timeout: Duration,
+    /// Mutation messages held per peer while the update they depend on is still on its way;
+    /// older ones are dropped beyond this. Default 256.
+    pub mutation_buffer: usize,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            tick_rate: 60.0,
+            handover_timeout: Duration::from_secs(5),
+            mutation_buffer: 256,
+        }
+    }
+}
+
+/// Registers replicated components.
+pub trait ReplicationAppExt {
+    /// Replicates `C` with its serde representation (bincode). Every peer must register the same
+    /// components in the same order (checked when peers connect).
+    fn replicate<C>(&mut self) -> &mut Self
+    where
+        C: Component<Mutability = bevy::ecs::component::Mutable> + Serialize + DeserializeOwned;
+
+    /// Replicates `C`, whose [`Entity`] fields are translated between peers (through
+    /// [`NetId`]s). A reference to an entity the receiver does not know becomes
+    /// [`Entity::PLACEHOLDER`].
+    fn replicate_mapped<C>(&mut self) -> &mut Self
+    where
+        C: Component<Mutability = bevy::ecs::component::Mutable>
+            + Serialize
+            + DeserializeOwned
+            + MapEntities
+            + Clone;
+
+    /// Replicates `C` with a custom encoding, e.g. a quantized one.
+    fn replicate_with<C>(
+        &mut self,
+        encode: impl Fn(&C, &mut Vec<u8>) + Send + Sync + 'static,
+        decode: impl Fn(&mut &[u8]) -> Result<C, CodecError> + Send + Sync + 'static,
+    ) -> &mut Self
+    where
+        C: Component<Mutability = bevy::ecs::component::Mutable>;
+
+    /// Replicates `C` with `codec`, e.g. `app.replicate_codec::<Transform>(TransformCodec::default())`.
+    fn replicate_codec<C>(&mut self, codec: impl ComponentCodec<C>) -> &mut Self
+    where
+        C: Component<Mutability = bevy::ecs::component::Mutable>;
+}
+
+impl ReplicationAppExt for App {
+    fn replicate<C>(&mut self) -> &mut Self
+    where
+        C: Component<Mutability = bevy::ecs::component::Mutable> + Serialize + DeserializeOwned,
+    {
+        registry::register::<C>(self, Box::new(SerdeCodec), None);
+        self
+    }
+
+    fn replicate_mapped<C>(&mut self) -> &mut Self
+    where
+        C: Component<Mutability = bevy::ecs::component::Mutable>
+            + Serialize
+            + DeserializeOwned
+            + MapEntities
+            + Clone,
+    {
+        registry::register::<C>(self, Box::new(SerdeCodec), Some(registry::mapper::<C>()));
+        self
+    }
+
+    fn replicate_with<C>(
+        &mut self,
+        encode: impl Fn(&C, &mut Vec<u8>) + Send + Sync + 'static,
+        decode: impl Fn(&mut &[u8]) -> Result<C, CodecError> + Send + Sync + 'static,
+    ) -> &mut Self
+    where
+        C: Component<Mutability = bevy::ecs::component::Mutable>,
+    {
+        registry::register::<C>(self, Box::new((encode, decode)), None);
+        self
+    }
+
+    fn replicate_codec<C>(&mut self, codec: impl ComponentCodec<C>) -> &mut Self
+    where
+        C: Component<Mutability = bevy::ecs::component::Mutable>,
+    {
+        registry::register::<C>(self, Box::new(codec), None);
+        self
+    }
+}
+
+/// Hands an entity this peer owns to another peer.
+pub trait TransferOwnershipExt {
+    /// Gives the entity to `peer`: from the next network tick on, only its changes count. Does
+    /// nothing (with a warning) if the entity is not owned here.
+    fn transfer_ownership(&mut self, peer: PeerId) -> &mut Self;
+}
+
+impl TransferOwnershipExt for EntityCommands<'_> {
+    fn transfer_ownership(&mut self, peer: PeerId) -> &mut Self {
+        let entity = self.id();
+        self.commands()
+            .queue(move |world: &mut World| send::transfer(world, entity, peer));
+        self
+    }
+}
+
+/// Sets up replication; added by [`PeersyncPlugin`](crate::PeersyncPlugin).
+pub(crate) fn build(app: &mut App) {
+    app.init_resource::<ReplicationConfig>()
+        .init_resource::<ReplicationRegistry>()
+        .init_resource::<send::SendState>()
+        .init_resource::<send::LocalChanges>()
+        .init_resource::<receive::ReceiveState>()
+        .add_observer(send::on_unreplicated)
+        .add_systems(
+            PreUpdate,
+            receive::receive
+                .in_set(PeersyncSystems::Receive)
+                .after(crate::plugin::process_packets),
+        )
+        .add_systems(PostUpdate, send::send.in_set(PeersyncSystems::Send));
+}

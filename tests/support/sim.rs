@@ -1,0 +1,205 @@
+//! Deterministic simulations: apps on a [`MemoryNetwork`] with a manual clock, stepped in lock
+//! step (each app's `Time<Real>` and the network's clock advance by the same `dt`).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bevy::prelude::*;
+use bevy::time::TimeUpdateStrategy;
+use bevy_peersync::prelude::*;
+use bevy_peersync::replication::ComponentCodec;
+use bevy_peersync::{LinkConditioner, MemoryNetwork};
+use serde::{Deserialize, Serialize};
+
+/// 60 frames per second.
+pub const DT: Duration = Duration::from_nanos(16_666_667);
+
+pub struct Sim {
+    pub net: MemoryNetwork,
+    pub apps: Vec<App>,
+    pub now: Duration,
+    setup: fn(&mut App),
+}
+
+impl Sim {
+    pub fn new(seed: u64, conditioner: LinkConditioner, peers: usize, setup: fn(&mut App)) -> Self {
+        let net = MemoryNetwork::new(seed);
+        net.set_conditioner(conditioner);
+        let mut sim = Sim {
+            net,
+            apps: Vec::new(),
+            now: Duration::ZERO,
+            setup,
+        };
+        for _ in 0..peers {
+            sim.join();
+        }
+        sim
+    }
+
+    /// Adds a peer (a late joiner once the others are running).
+    pub fn join(&mut self) -> usize {
+        let mut app = App::new();
+        app.add_plugins((
+            MinimalPlugins,
+            PeersyncPlugin::with_socket(PeerSocket::new(self.net.join())),
+        ))
+        .insert_resource(TimeUpdateStrategy::ManualDuration(DT));
+        (self.setup)(&mut app);
+        app.finish();
+        app.cleanup();
+        self.apps.push(app);
+        self.apps.len() - 1
+    }
+
+    pub fn step(&mut self) {
+        for app in &mut self.apps {
+            app.update();
+        }
+        self.net.advance(DT);
+        self.now += DT;
+    }
+
+    pub fn run_for(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    /// Steps until `done`, failing after `limit` of simulated time; returns the time it took.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        mut done: impl FnMut(&mut Sim) -> bool,
+    ) -> Duration {
+        let start = self.now;
+        loop {
+            if done(self) {
+                return self.now - start;
+            }
+            assert!(
+                self.now - start <= limit,
+                "after {limit:?} of simulated time, still not: {what}"
+            );
+            self.step();
+        }
+    }
+
+    pub fn connect_all(&mut self) {
+        let n = self.apps.len();
+        self.run_until(
+            Duration::from_secs(10),
+            "every peer sees every other",
+            |sim| {
+                sim.apps
+                    .iter()
+                    .all(|app| app.world().resource::<ConnectedPeers>().len() == n - 1)
+            },
+        );
+    }
+}
+
+pub fn local_id(app: &App) -> PeerId {
+    app.world()
+        .resource::<ConnectedPeers>()
+        .local_id()
+        .expect("in the room")
+}
+
+/// A serde-replicated component.
+#[derive(Component, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Health(pub u32);
+
+/// Another one, inserted and removed during tests.
+#[derive(Component, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Label(pub String);
+
+/// The usual registrations, identical on every peer.
+pub fn replicate_basics(app: &mut App) {
+    app.replicate_codec::<Transform>(TransformCodec::default())
+        .replicate::<Health>()
+        .replicate::<Label>();
+}
+
+/// What one peer holds of one entity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub owner: PeerId,
+    pub transform: Option<Transform>,
+    pub health: Option<Health>,
+    pub label: Option<Label>,
+}
+
+/// Every replicated entity an app holds, by net id (entities not yet sent have none and are
+/// left out).
+pub fn held(app: &mut App) -> BTreeMap<u64, Held> {
+    let me = local_id(app);
+    let world = app.world_mut();
+    let mut query = world.query_filtered::<(
+        &NetId,
+        &Owner,
+        Option<&Transform>,
+        Option<&Health>,
+        Option<&Label>,
+    ), With<Replicated>>();
+    query
+        .iter(world)
+        .map(|(id, owner, transform, health, label)| {
+            let owner = match owner {
+                Owner::Local => me,
+                Owner::Peer(peer) => *peer,
+            };
+            (
+                id.0,
+                Held {
+                    owner,
+                    transform: transform.copied(),
+                    health: health.cloned(),
+                    label: label.cloned(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The owners' truth: every entity as its owner has it, with the transform as a receiver decodes
+/// it (quantized).
+pub fn truth(apps: &mut [App]) -> BTreeMap<u64, Held> {
+    let codec = TransformCodec::default();
+    let mut truth = BTreeMap::new();
+    for app in apps.iter_mut() {
+        let me = local_id(app);
+        for (id, mut held) in held(app) {
+            if held.owner == me {
+                held.transform = held.transform.map(|t| {
+                    let mut bytes = Vec::new();
+                    codec.encode(&t, &mut bytes);
+                    codec.decode(&mut bytes.as_slice()).unwrap()
+                });
+                truth.insert(id, held);
+            }
+        }
+    }
+    truth
+}
+
+/// Whether every app holds exactly the owners' truth.
+pub fn converged(apps: &mut [App]) -> bool {
+    let truth = truth(apps);
+    apps.iter_mut().all(|app| {
+        let me = local_id(app);
+        let mut mine = held(app);
+        // Our own entities are the truth itself (unquantized): compare replicas only.
+        mine.retain(|_, h| h.owner != me);
+        let expected: BTreeMap<u64, Held> = truth
+            .iter()
+            .filter(|(_, h)| h.owner != me)
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        mine == expected
+    })
+}
