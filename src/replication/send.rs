@@ -425,6 +425,7 @@ fn run_tick(
             }
         }
     }
+    let mut handed_now = Vec::new();
     for (entity, to) in std::mem::take(&mut state.handovers) {
         let Some(owned) = state.owned.remove(&entity) else {
             continue;
@@ -436,6 +437,7 @@ fn run_tick(
                 to,
             },
         ));
+        handed_now.push((entity, owned, to));
         if let Ok(mut target) = world.get_entity_mut(entity) {
             target.insert(Owner::Peer(to));
         }
@@ -551,6 +553,20 @@ fn run_tick(
                 net_id: owned.net_id,
                 flags: owned.flags,
                 components: components_of(world, registry, *entity),
+            });
+        }
+        // Entities handed over this tick: a newcomer must learn of them and of the hand-over
+        // (it may be the new owner itself, e.g. a new host).
+        for (entity, owned, to) in &handed_now {
+            snapshot.push(Op::Spawn {
+                wire: owned.wire,
+                net_id: owned.net_id,
+                flags: owned.flags,
+                components: components_of(world, registry, *entity),
+            });
+            snapshot.push(Op::HandOver {
+                wire: owned.wire,
+                to: *to,
             });
         }
         let messages = encode_updates(tick, snapshot.iter(), endpoint.config.max_message_size);
