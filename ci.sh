@@ -9,8 +9,9 @@ cargo fmt --all --check
 echo "--- cargo clippy (native, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "--- cargo clippy (wasm32, library)"
+echo "--- cargo clippy (wasm32, library and demo)"
 cargo clippy -p bevy_peersync --target wasm32-unknown-unknown --locked -- -D warnings
+cargo clippy -p bevy_peersync --example demo --target wasm32-unknown-unknown --locked -- -D warnings
 
 echo "--- cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked

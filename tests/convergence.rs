@@ -62,15 +62,13 @@ fn play(
         }
         match (frame, scripted.0) {
             (60, 0) => {
-                commands.entity(entity).insert(Label("shield".into()));
+                commands.entity(entity).insert(Tag("shield".into()));
             }
             (90, 0) => {
-                commands.entity(entity).remove::<Label>();
+                commands.entity(entity).remove::<Tag>();
             }
             (100, 1) => {
-                commands
-                    .entity(entity)
-                    .insert(Label(format!("buff {frame}")));
+                commands.entity(entity).insert(Tag(format!("buff {frame}")));
             }
             (120, 3) => {
                 commands.entity(entity).despawn();
@@ -103,7 +101,7 @@ fn run(seed: u64) {
     let truth = truth(&mut sim.apps);
     assert_eq!(truth.len(), 12, "3 peers × 4 entities (one replaced each)");
     assert_eq!(
-        truth.values().filter(|h| h.label.is_some()).count(),
+        truth.values().filter(|h| h.tag.is_some()).count(),
         3,
         "one label left per peer"
     );

@@ -46,7 +46,7 @@ fn a_late_joiner_gets_everything_then_the_changes() {
             ));
         }
         app.world_mut()
-            .spawn((Replicated, Health(1000), Label("still".into())));
+            .spawn((Replicated, Health(1000), Tag("still".into())));
     }
     sim.run_for(Duration::from_secs(2));
 
@@ -59,7 +59,7 @@ fn a_late_joiner_gets_everything_then_the_changes() {
     );
     let still = held(&mut sim.apps[late])
         .into_values()
-        .filter(|h| h.label.is_some())
+        .filter(|h| h.tag.is_some())
         .count();
     assert_eq!(still, 2, "entities that never change arrive too");
 

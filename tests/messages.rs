@@ -188,3 +188,32 @@ fn an_unreliable_message_over_one_packet_is_refused() {
         })
         .unwrap();
 }
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct Hello(u8);
+
+#[test]
+fn a_message_sent_as_a_peer_connects_arrives() {
+    for round in 0..3 {
+        let lobby = lobby();
+        let url = room_url(&lobby, &format!("hello-{round}"));
+        let mut apps: Vec<App> = (0..3)
+            .map(|_| {
+                app(&url, |app| {
+                    collect::<Hello>(app, Channel::Reliable);
+                    app.add_observer(
+                        |joined: On<PeerConnected>, mut hello: PeerMessageWriter<Hello>| {
+                            hello.send(joined.peer, &Hello(1)).unwrap();
+                        },
+                    );
+                })
+            })
+            .collect();
+        update_until(
+            &mut apps,
+            Duration::from_secs(20),
+            "every app hears both others' hello",
+            |apps| apps.iter().all(|app| inbox::<Hello>(app).len() == 2),
+        );
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
 use bevy_peersync::{LinkConditioner, MemoryNetwork, PeerRefused};
-use sim::{Health, Label};
+use sim::{Health, Tag};
 
 #[derive(Resource, Default)]
 struct Refusals(Vec<String>);
@@ -34,11 +34,11 @@ fn different_registrations_are_refused_on_both_sides() {
     net.set_conditioner(LinkConditioner::PERFECT);
     let mut apps = [
         app(&net, |app| {
-            app.replicate::<Health>().replicate::<Label>();
+            app.replicate::<Health>().replicate::<Tag>();
         }),
         // Same components, other order: a different protocol.
         app(&net, |app| {
-            app.replicate::<Label>().replicate::<Health>();
+            app.replicate::<Tag>().replicate::<Health>();
         }),
     ];
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -46,20 +46,20 @@ fn a_spawned_entity_appears_changes_and_goes_on_the_other_peer() {
     sim.apps[0]
         .world_mut()
         .entity_mut(entity)
-        .insert(Label("new".into()));
+        .insert(Tag("new".into()));
     sim.run_until(
         Duration::from_secs(1),
         "the inserted component arrives",
-        |sim| replica_of(&mut sim.apps[1], net_id).unwrap().label == Some(Label("new".into())),
+        |sim| replica_of(&mut sim.apps[1], net_id).unwrap().tag == Some(Tag("new".into())),
     );
-    sim.apps[0].world_mut().entity_mut(entity).remove::<Label>();
+    sim.apps[0].world_mut().entity_mut(entity).remove::<Tag>();
     sim.apps[0].world_mut().get_mut::<Health>(entity).unwrap().0 = 3;
     sim.run_until(
         Duration::from_secs(1),
         "the removal and the change arrive",
         |sim| {
             let replica = replica_of(&mut sim.apps[1], net_id).unwrap();
-            replica.label.is_none() && replica.health == Some(Health(3))
+            replica.tag.is_none() && replica.health == Some(Health(3))
         },
     );
     sim.apps[0].world_mut().entity_mut(entity).despawn();

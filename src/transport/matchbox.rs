@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use bevy::platform::sync::Mutex;
+use bytes::Bytes;
 use futures::channel::oneshot;
 use matchbox_socket::{ChannelConfig, RtcIceServerConfig, WebRtcSocket, WebRtcSocketBuilder};
 
@@ -77,7 +78,17 @@ pub struct MatchboxTransport {
     phase: Mutex<Phase>,
     state: SocketState,
     peers: Vec<PeerId>,
+    /// Peers whose link went down: packets still queued from them are dropped.
+    gone: Vec<PeerId>,
+    /// Packets from peers matchbox has not reported connected yet (it can hand over a peer's
+    /// first packets before that): held, in order, until it does.
+    early: Vec<(PeerId, Vec<(Channel, Bytes)>)>,
 }
+
+/// Most packets held per peer before matchbox reports it connected.
+const MAX_EARLY_PACKETS: usize = 1024;
+/// Most peers whose early packets are held.
+const MAX_EARLY_PEERS: usize = 64;
 
 impl MatchboxTransport {
     /// A transport that joins `config.room_url` when the app first runs.
@@ -87,6 +98,8 @@ impl MatchboxTransport {
             phase: Mutex::new(Phase::Idle),
             state: SocketState::Connecting,
             peers: Vec::new(),
+            gone: Vec::new(),
+            early: Vec::new(),
         }
     }
 
@@ -195,9 +208,19 @@ impl Transport for MatchboxTransport {
                 let peer = PeerId::from(id.0);
                 match state {
                     matchbox_socket::PeerState::Connected => {
+                        self.gone.retain(|p| *p != peer);
                         if !self.peers.contains(&peer) {
                             self.peers.push(peer);
                             io.links.push(LinkEvent::Up(peer));
+                            if let Some(index) = self.early.iter().position(|(p, _)| *p == peer) {
+                                let (_, packets) = self.early.swap_remove(index);
+                                io.incoming
+                                    .extend(packets.into_iter().map(|(channel, bytes)| Packet {
+                                        peer,
+                                        channel,
+                                        bytes,
+                                    }));
+                            }
                         }
                     }
                     matchbox_socket::PeerState::Disconnected => {
@@ -205,6 +228,10 @@ impl Transport for MatchboxTransport {
                             self.peers.swap_remove(index);
                             io.links.push(LinkEvent::Down(peer));
                         }
+                        if !self.gone.contains(&peer) {
+                            self.gone.push(peer);
+                        }
+                        self.early.retain(|(p, _)| *p != peer);
                     }
                 }
             }
@@ -213,13 +240,29 @@ impl Transport for MatchboxTransport {
             if let Ok(data) = socket.get_channel_mut(channel.index()) {
                 for (id, bytes) in data.receive() {
                     let peer = PeerId::from(id.0);
-                    // Packets of a peer whose link is not up (yet, or any more) have no session.
-                    if !bytes.is_empty() && self.peers.contains(&peer) {
+                    if bytes.is_empty() || self.gone.contains(&peer) {
+                        continue;
+                    }
+                    if self.peers.contains(&peer) {
                         io.incoming.push(Packet {
                             peer,
                             channel,
                             bytes,
                         });
+                        continue;
+                    }
+                    // Not reported connected yet: hold it (bounded) until it is. Sending to it
+                    // before then would be dropped by matchbox.
+                    let held = self.early.len();
+                    match self.early.iter_mut().find(|(p, _)| *p == peer) {
+                        Some((_, packets)) if packets.len() < MAX_EARLY_PACKETS => {
+                            packets.push((channel, bytes));
+                        }
+                        Some(_) => tracing::warn!("dropping early packets from {peer}"),
+                        None if held < MAX_EARLY_PEERS => {
+                            self.early.push((peer, vec![(channel, bytes)]));
+                        }
+                        None => tracing::warn!("dropping packets from unannounced peer {peer}"),
                     }
                 }
             }

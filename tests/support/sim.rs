@@ -116,13 +116,13 @@ pub struct Health(pub u32);
 
 /// Another one, inserted and removed during tests.
 #[derive(Component, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Label(pub String);
+pub struct Tag(pub String);
 
 /// The usual registrations, identical on every peer.
 pub fn replicate_basics(app: &mut App) {
     app.replicate_codec::<Transform>(TransformCodec::default())
         .replicate::<Health>()
-        .replicate::<Label>();
+        .replicate::<Tag>();
 }
 
 /// What one peer holds of one entity.
@@ -131,7 +131,7 @@ pub struct Held {
     pub owner: PeerId,
     pub transform: Option<Transform>,
     pub health: Option<Health>,
-    pub label: Option<Label>,
+    pub tag: Option<Tag>,
 }
 
 /// Every replicated entity an app holds, by net id (entities not yet sent have none and are
@@ -144,11 +144,11 @@ pub fn held(app: &mut App) -> BTreeMap<u64, Held> {
         &Owner,
         Option<&Transform>,
         Option<&Health>,
-        Option<&Label>,
+        Option<&Tag>,
     ), With<Replicated>>();
     query
         .iter(world)
-        .map(|(id, owner, transform, health, label)| {
+        .map(|(id, owner, transform, health, tag)| {
             let owner = match owner {
                 Owner::Local => me,
                 Owner::Peer(peer) => *peer,
@@ -159,7 +159,7 @@ pub fn held(app: &mut App) -> BTreeMap<u64, Held> {
                     owner,
                     transform: transform.copied(),
                     health: health.cloned(),
-                    label: label.cloned(),
+                    tag: tag.cloned(),
                 },
             )
         })

@@ -1,0 +1,78 @@
+//! A bot: steers its square along a path and reports what it sees, for headless runs and tests.
+
+use std::time::Duration;
+
+use bevy::prelude::*;
+use bevy_peersync::prelude::*;
+
+use crate::game::{Ball, Player, Steering};
+use crate::net::{Heard, short};
+
+#[derive(Resource)]
+struct Report {
+    timer: Timer,
+    players: usize,
+    heard: usize,
+}
+
+pub fn plugin(app: &mut App) {
+    app.insert_resource(Report {
+        timer: Timer::new(Duration::from_secs(1), TimerMode::Repeating),
+        players: 0,
+        heard: 0,
+    })
+    .add_systems(Update, (steer, report));
+}
+
+/// Circles around a point of its own, so several bots do not sit on top of each other.
+fn steer(time: Res<Time>, peers: Res<ConnectedPeers>, mut steering: ResMut<Steering>) {
+    let t = time.elapsed_secs();
+    let phase = peers
+        .local_id()
+        .map_or(0.0, |id| (id.0 % 628) as f32 / 100.0);
+    steering.0 = Vec2::new((t + phase).cos(), (t + phase).sin());
+}
+
+/// Prints a line when the number of players seen or greetings heard changes (tests read
+/// these), and a summary every second.
+fn report(
+    time: Res<Time>,
+    mut state: ResMut<Report>,
+    peers: Res<ConnectedPeers>,
+    heard: Res<Heard>,
+    players: Query<&Owner, With<Player>>,
+    balls: Query<(&Owner, &Transform), With<Ball>>,
+) {
+    let Some(me) = peers.local_id() else {
+        return;
+    };
+    let seen = players.iter().count();
+    if seen != state.players {
+        state.players = seen;
+        println!("[bot {}] SEES {seen} PLAYERS", short(me));
+    }
+    if heard.total != state.heard {
+        let new = (heard.total - state.heard).min(heard.recent.len());
+        for line in &heard.recent[heard.recent.len() - new..] {
+            println!("[bot {}] HEARD {line}", short(me));
+        }
+        state.heard = heard.total;
+    }
+    if state.timer.tick(time.delta()).just_finished() {
+        let ball = balls
+            .iter()
+            .next()
+            .map_or("no ball".to_owned(), |(owner, transform)| {
+                let owner = match owner {
+                    Owner::Local => "me".to_owned(),
+                    Owner::Peer(peer) => short(*peer),
+                };
+                format!(
+                    "ball at ({:.0}, {:.0}) owned by {owner}",
+                    transform.translation.x, transform.translation.y
+                )
+            });
+        let host = peers.host().map_or("-".to_owned(), short);
+        println!("[bot {}] {seen} players, {ball}, host {host}", short(me));
+    }
+}
