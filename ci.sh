@@ -16,6 +16,9 @@ cargo clippy -p bevy_peersync --example demo --target wasm32-unknown-unknown --l
 echo "--- cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
+echo "--- browser build of the demo (tests/browser.rs loads it in Chromium)"
+PROFILE=debug web/build.sh
+
 echo "--- cargo test"
 cargo test --workspace --locked
 

@@ -33,6 +33,14 @@ fn steer(time: Res<Time>, peers: Res<ConnectedPeers>, mut steering: ResMut<Steer
     steering.0 = Vec2::new((t + phase).cos(), (t + phase).sin());
 }
 
+/// Prints a report line: on stdout, or in the browser's console.
+fn say(line: String) {
+    #[cfg(not(target_arch = "wasm32"))]
+    println!("{line}");
+    #[cfg(target_arch = "wasm32")]
+    web_sys::console::log_1(&line.into());
+}
+
 /// Prints a line when the number of players seen or greetings heard changes (tests read
 /// these), and a summary every second.
 fn report(
@@ -49,12 +57,12 @@ fn report(
     let seen = players.iter().count();
     if seen != state.players {
         state.players = seen;
-        println!("[bot {}] SEES {seen} PLAYERS", short(me));
+        say(format!("[bot {}] SEES {seen} PLAYERS", short(me)));
     }
     if heard.total != state.heard {
         let new = (heard.total - state.heard).min(heard.recent.len());
         for line in &heard.recent[heard.recent.len() - new..] {
-            println!("[bot {}] HEARD {line}", short(me));
+            say(format!("[bot {}] HEARD {line}", short(me)));
         }
         state.heard = heard.total;
     }
@@ -73,6 +81,9 @@ fn report(
                 )
             });
         let host = peers.host().map_or("-".to_owned(), short);
-        println!("[bot {}] {seen} players, {ball}, host {host}", short(me));
+        say(format!(
+            "[bot {}] {seen} players, {ball}, host {host}",
+            short(me)
+        ));
     }
 }

@@ -11,8 +11,16 @@ use crate::net::{Heard, short};
 struct OverlayText;
 
 pub fn plugin(app: &mut App) {
-    app.add_systems(Startup, setup)
-        .add_systems(Update, (read_keyboard, paint, update_overlay));
+    app.add_systems(Startup, setup).add_systems(
+        Update,
+        (
+            read_keyboard,
+            paint,
+            paint_mine_when_we_have_an_id,
+            update_overlay,
+        )
+            .chain(),
+    );
 }
 
 fn setup(mut commands: Commands) {
@@ -68,6 +76,27 @@ fn read_keyboard(keys: Res<ButtonInput<KeyCode>>, mut steering: ResMut<Steering>
 
 /// Squares without a sprite yet, or whose owner changed.
 type NeedsPaint = (With<Player>, Or<(Changed<Owner>, Without<Sprite>)>);
+
+/// Our own square is spawned before the lobby gives us an id (and a colour).
+fn paint_mine_when_we_have_an_id(
+    peers: Res<ConnectedPeers>,
+    mut mine: Query<(&Owner, &mut Sprite), With<Player>>,
+    mut painted: Local<bool>,
+) {
+    let Some(me) = peers.local_id() else {
+        *painted = false;
+        return;
+    };
+    if *painted {
+        return;
+    }
+    for (owner, mut sprite) in &mut mine {
+        if owner.is_local() {
+            sprite.color = color_of(me);
+            *painted = true;
+        }
+    }
+}
 
 /// Gives new squares and balls a sprite, and squares their owner's colour (which changes only if
 /// the owner does).

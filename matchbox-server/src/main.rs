@@ -55,6 +55,15 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::SUCCESS;
     }
 
+    // Each connection is a file descriptor: take the hard limit, not the (often 1024) soft one.
+    #[cfg(unix)]
+    if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get()
+        && soft < hard
+        && rlimit::Resource::NOFILE.set(hard, hard).is_err()
+    {
+        tracing::warn!("cannot raise the open file limit from {soft} to {hard}");
+    }
+
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
