@@ -2,6 +2,8 @@
 
 pub mod channel;
 mod endpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod messages;
 pub mod peer;
 mod platform;

@@ -1,6 +1,14 @@
 //! The `peersync-lobby` binary: a matchbox-compatible signaling lobby.
 
 use clap::Parser;
+
+/// jemalloc, with its background thread, gives memory that connections freed back to the system
+/// (after its 10 s decay): glibc's malloc kept all of it after 10 000 connections left (about
+/// 88 MiB); see BENCHMARKS.md.
+#[cfg(all(unix, not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use peersync_lobby::{Lobby, LobbyConfig};
 
 /// A signaling lobby for WebRTC games: any matchbox_socket 0.15 client joins rooms at
