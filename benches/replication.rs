@@ -9,13 +9,15 @@
 //!
 //! `cargo bench --bench replication`; see BENCHMARKS.md for figures.
 
+#[path = "support/common.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bevy::ecs::schedule::{Schedules, SingleThreadedExecutor};
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use bevy_peersync::prelude::*;
@@ -23,20 +25,12 @@ use bevy_peersync::transport::TransportIo;
 use bevy_peersync::transport::memory::MemoryTransport;
 use bevy_peersync::{Channel, MemoryNetwork, ReplicationConfig, SocketState, Transport};
 use bytes::Bytes;
+use common::{percentile, raw_pair, single_threaded};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use matchbox_socket::{ChannelConfig, RtcIceServerConfig, WebRtcSocket, WebRtcSocketBuilder};
 use peersync_lobby::{LobbyConfig, LobbyThread};
 use serde::{Deserialize, Serialize};
 
 const DT: Duration = Duration::from_nanos(16_666_667);
-
-fn single_threaded(app: &mut App) {
-    // Bevy's multi-threaded executor costs ~80 µs per frame on this 2-core machine whatever
-    // the frame does; the single-threaded one ~8 µs, which keeps the measured part visible.
-    for (_, schedule) in app.world_mut().resource_mut::<Schedules>().iter_mut() {
-        schedule.set_executor(SingleThreadedExecutor::new());
-    }
-}
 
 /// Counts the bytes an app sends on the unreliable channel.
 struct Counting {
@@ -317,27 +311,6 @@ fn see_probe(
     }
 }
 
-fn raw_socket(url: &str) -> WebRtcSocket {
-    let (socket, message_loop) = WebRtcSocketBuilder::new(url)
-        .ice_server(RtcIceServerConfig {
-            urls: vec![],
-            username: None,
-            credential: None,
-        })
-        .add_channel(ChannelConfig::reliable())
-        .add_channel(ChannelConfig::unreliable())
-        .build();
-    std::thread::spawn(move || {
-        let _ = futures::executor::block_on(message_loop);
-    });
-    socket
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn one_way(c: &mut Criterion) {
     let lobby = LobbyThread::spawn(LobbyConfig::local()).unwrap();
     let url = |room: &str| format!("ws://{}/{room}", lobby.local_addr());
@@ -347,13 +320,7 @@ fn one_way(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(4));
 
     // Raw: A sends on the unreliable channel, B's polling thread timestamps the arrival.
-    let mut a = raw_socket(&url("raw-one-way"));
-    let mut b = raw_socket(&url("raw-one-way"));
-    while a.connected_peers().count() == 0 || b.connected_peers().count() == 0 {
-        a.update_peers();
-        b.update_peers();
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (mut a, mut b) = raw_pair(&url("raw-one-way"));
     let peer = a.connected_peers().next().unwrap();
     let arrived = Arc::new(Mutex::new(None::<Instant>));
     let stop = Arc::new(AtomicBool::new(false));

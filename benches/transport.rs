@@ -4,17 +4,20 @@
 //!
 //! `cargo bench --bench transport`; see BENCHMARKS.md for figures.
 
+#[path = "support/common.rs"]
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bevy::ecs::schedule::{Schedules, SingleThreadedExecutor};
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
 use bytes::Bytes;
+use common::{percentile, raw_pair};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use matchbox_socket::{ChannelConfig, RtcIceServerConfig, WebRtcSocket, WebRtcSocketBuilder};
+use matchbox_socket::WebRtcSocket;
 use peersync_lobby::{LobbyConfig, LobbyThread};
 use serde::{Deserialize, Serialize};
 
@@ -26,35 +29,6 @@ const KIB: usize = 1024;
 const WINDOW: usize = 128;
 
 // ---------------------------------------------------------------- raw matchbox_socket
-
-fn raw_socket(url: &str) -> WebRtcSocket {
-    let (socket, message_loop) = WebRtcSocketBuilder::new(url)
-        .ice_server(RtcIceServerConfig {
-            urls: vec![],
-            username: None,
-            credential: None,
-        })
-        .add_channel(ChannelConfig::reliable())
-        .add_channel(ChannelConfig::unreliable())
-        .build();
-    std::thread::spawn(move || {
-        let _ = futures::executor::block_on(message_loop);
-    });
-    socket
-}
-
-fn raw_pair(url: &str) -> (WebRtcSocket, WebRtcSocket) {
-    let mut a = raw_socket(url);
-    let mut b = raw_socket(url);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while a.connected_peers().count() == 0 || b.connected_peers().count() == 0 {
-        assert!(Instant::now() < deadline, "raw sockets did not connect");
-        a.update_peers();
-        b.update_peers();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    (a, b)
-}
 
 /// Echoes every packet back on its channel until dropped.
 struct RawEcho {
@@ -198,11 +172,7 @@ fn plugin_app(url: &str, control: Control, single_threaded: bool) -> App {
     app.finish();
     app.cleanup();
     if single_threaded {
-        // What a latency-sensitive headless peer would pick: Bevy's multi-threaded executor
-        // costs ~80 µs per frame on this 2-core machine, the single-threaded one ~8 µs.
-        for (_, schedule) in app.world_mut().resource_mut::<Schedules>().iter_mut() {
-            schedule.set_executor(SingleThreadedExecutor::new());
-        }
+        common::single_threaded(&mut app);
     }
     app
 }
@@ -376,11 +346,6 @@ impl Drop for PluginPair {
 }
 
 // ---------------------------------------------------------------- benches
-
-fn percentile(samples: &mut [Duration], p: f64) -> Duration {
-    samples.sort();
-    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn bench(c: &mut Criterion) {
     let lobby = LobbyThread::spawn(LobbyConfig::local()).unwrap();

@@ -3,6 +3,8 @@
 
 #[path = "support/harness.rs"]
 mod harness;
+#[path = "support/hostile.rs"]
+mod hostile;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,37 +12,15 @@ use std::time::Duration;
 use bevy::ecs::system::RunSystemOnce;
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
-use bevy_peersync::transport::memory::MemoryTransport;
-use bevy_peersync::transport::{Packet, TransportIo};
-use bevy_peersync::{InputError, MemoryNetwork, Transport};
+use bevy_peersync::transport::Packet;
+use bevy_peersync::{InputError, MemoryNetwork};
 use bytes::Bytes;
 use harness::*;
+use hostile::Hostile;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 struct Chat(String);
-
-/// A transport that also sends whatever the test slips into it.
-struct Hostile {
-    inner: MemoryTransport,
-    inject: Arc<Mutex<Vec<Packet>>>,
-}
-
-impl Transport for Hostile {
-    fn receive(&mut self, now: Duration, io: &mut TransportIo) {
-        self.inner.receive(now, io);
-    }
-    fn send(&mut self, io: &mut TransportIo) {
-        io.outgoing.append(&mut self.inject.lock().unwrap());
-        self.inner.send(io);
-    }
-    fn state(&self) -> SocketState {
-        self.inner.state()
-    }
-    fn close(&mut self) {
-        self.inner.close();
-    }
-}
 
 #[derive(Resource, Default)]
 struct Rejections(Vec<(PeerId, InputError)>);

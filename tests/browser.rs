@@ -5,84 +5,18 @@
 //! Needs the browser build in `target/web` (`PROFILE=debug web/build.sh`, which `./ci.sh` runs)
 //! and Debian's `chromium`.
 
-use std::io::{BufRead, BufReader, Read};
+#[path = "support/process.rs"]
+mod process;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use peersync_lobby::{LobbyConfig, LobbyThread};
+use process::{Watched, demo_binary};
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn demo_binary() -> PathBuf {
-    let mut path = std::env::current_exe().expect("the test binary's path");
-    path.pop();
-    if path.ends_with("deps") {
-        path.pop();
-    }
-    path.push("examples");
-    path.push(format!("demo{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} should have been built by `cargo test`",
-        path.display()
-    );
-    path
-}
-
-/// A child process whose output lines are collected; killed when dropped.
-struct Watched {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Watched {
-    fn spawn(command: &mut Command) -> Watched {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-        let (tx, lines) = channel();
-        forward(child.stdout.take().unwrap(), tx.clone());
-        forward(child.stderr.take().unwrap(), tx);
-        Watched {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn collect(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-    }
-
-    fn said(&self, needle: &str) -> bool {
-        self.seen.iter().any(|line| line.contains(needle))
-    }
-}
-
-fn forward(stream: impl Read + Send + 'static, tx: Sender<String>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -138,8 +72,8 @@ fn the_browser_demo_and_a_native_demo_see_each_other() {
     loop {
         browser.collect();
         native.collect();
-        let browser_ok = browser.said("SEES 2 PLAYERS") && browser.said("HEARD");
-        let native_ok = native.said("SEES 2 PLAYERS") && native.said("HEARD");
+        let browser_ok = browser.said("SEES 2 PLAYERS") > 0 && browser.said("HEARD") > 0;
+        let native_ok = native.said("SEES 2 PLAYERS") > 0 && native.said("HEARD") > 0;
         if browser_ok && native_ok {
             for line in browser.seen.iter().filter(|l| l.contains("[bot")) {
                 println!("browser: {line}");

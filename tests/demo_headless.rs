@@ -1,39 +1,17 @@
 //! Three headless demo processes in one room see each other's players and greetings.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+#[path = "support/process.rs"]
+mod process;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use peersync_lobby::{LobbyConfig, LobbyThread};
+use process::{Watched, demo_binary};
 
-/// The demo example, which `cargo test` builds next to the test binaries.
-fn demo_binary() -> PathBuf {
-    let mut path = std::env::current_exe().expect("the test binary's path");
-    path.pop(); // the test binary
-    if path.ends_with("deps") {
-        path.pop();
-    }
-    path.push("examples");
-    path.push(format!("demo{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} should have been built by `cargo test`",
-        path.display()
-    );
-    path
-}
-
-struct Demo {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Demo {
-    fn start(lobby: &str) -> Demo {
-        let mut child = Command::new(demo_binary())
+fn start_demo(lobby: &str) -> Watched {
+    Watched::spawn(
+        Command::new(demo_binary())
             .args([
                 "--headless",
                 "--room",
@@ -43,59 +21,15 @@ impl Demo {
                 "--quit-after",
                 "60",
             ])
-            .env("RUST_LOG", "warn,bevy_peersync=debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the demo starts");
-        let (tx, lines) = channel();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let forward = |stream: Box<dyn std::io::Read + Send>,
-                       tx: std::sync::mpsc::Sender<String>| {
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        };
-        forward(Box::new(stdout), tx.clone());
-        forward(Box::new(stderr), tx);
-        Demo {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    fn collect(&mut self) {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-    }
-
-    fn said(&self, needle: &str) -> usize {
-        self.seen
-            .iter()
-            .filter(|line| line.contains(needle))
-            .count()
-    }
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .env("RUST_LOG", "warn,bevy_peersync=debug"),
+    )
 }
 
 #[test]
 fn three_headless_demos_see_each_other() {
     let lobby = LobbyThread::spawn(LobbyConfig::local()).unwrap();
     let url = format!("ws://{}", lobby.local_addr());
-    let mut demos: Vec<Demo> = (0..3).map(|_| Demo::start(&url)).collect();
+    let mut demos: Vec<Watched> = (0..3).map(|_| start_demo(&url)).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         for demo in &mut demos {

@@ -9,7 +9,8 @@ use bevy::prelude::*;
 use bevy::time::Real;
 use bytes::Bytes;
 
-use super::registry::ReplicationRegistry;
+use super::codec::CodecError;
+use super::registry::{ErasedComponent, ReplicationRegistry};
 use super::send::SendState;
 use super::wire::{
     FLAG_HAND_TO_HOST, FLAG_HOST_OWNED, KIND_MUTATE, KIND_UPDATE, UpdateOp, decode_mutate_header,
@@ -504,16 +505,13 @@ impl Context<'_> {
             return;
         };
         let mut input = bytes;
-        let net_to_local = &self.state.net_to_local;
-        let mut to_local = |e: Entity| {
-            net_to_local
-                .get(&e.to_bits())
-                .copied()
-                .unwrap_or(Entity::PLACEHOLDER)
-        };
-        let result = registration
-            .erased
-            .decode_into(self.world, entity, &mut to_local, &mut input);
+        let result = decode_onto(
+            &*registration.erased,
+            self.world,
+            entity,
+            &self.state.net_to_local,
+            &mut input,
+        );
         match result {
             Ok(()) if input.is_empty() => {
                 if let Some(replica) = self.state.replicas.get_mut(&entity) {
@@ -583,17 +581,11 @@ impl Context<'_> {
                 });
                 let decoded = match target {
                     Some(entity) => {
-                        let net_to_local = &self.state.net_to_local;
-                        let mut to_local = |e: Entity| {
-                            net_to_local
-                                .get(&e.to_bits())
-                                .copied()
-                                .unwrap_or(Entity::PLACEHOLDER)
-                        };
-                        let result = registration.erased.decode_into(
+                        let result = decode_onto(
+                            &*registration.erased,
                             self.world,
                             entity,
-                            &mut to_local,
+                            &self.state.net_to_local,
                             &mut input,
                         );
                         if result.is_ok()
@@ -646,4 +638,24 @@ impl Context<'_> {
             }
         }
     }
+}
+
+/// Decodes a value onto `entity`, translating the entity references in it (the sender's
+/// [`NetId`] bits) to this world's entities. A reference to an entity this peer does not know
+/// becomes [`Entity::PLACEHOLDER`] rather than an error: it may be another owner's entity whose
+/// spawn has not arrived yet, and refusing the value would lose the rest of it.
+fn decode_onto(
+    erased: &dyn ErasedComponent,
+    world: &mut World,
+    entity: Entity,
+    net_to_local: &HashMap<u64, Entity>,
+    input: &mut &[u8],
+) -> Result<(), CodecError> {
+    let mut to_local = |e: Entity| {
+        net_to_local
+            .get(&e.to_bits())
+            .copied()
+            .unwrap_or(Entity::PLACEHOLDER)
+    };
+    erased.decode_into(world, entity, &mut to_local, input)
 }

@@ -1,0 +1,85 @@
+//! Child processes for tests that run the demo (and a browser): their output collected line by
+//! line so a test can poll it against a deadline.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, Sender, channel};
+
+/// The demo example, which `cargo test` builds next to the test binaries.
+pub fn demo_binary() -> PathBuf {
+    let mut path = std::env::current_exe().expect("the test binary's path");
+    path.pop(); // the test binary
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    path.push("examples");
+    path.push(format!("demo{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} should have been built by `cargo test`",
+        path.display()
+    );
+    path
+}
+
+/// A child process whose stdout and stderr lines are collected; killed when dropped, so a
+/// failing test leaves nothing running.
+pub struct Watched {
+    child: Child,
+    lines: Receiver<String>,
+    /// Every line printed so far (after [`Watched::collect`]).
+    pub seen: Vec<String>,
+}
+
+impl Watched {
+    pub fn spawn(command: &mut Command) -> Watched {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let (tx, lines) = channel();
+        forward(child.stdout.take().unwrap(), tx.clone());
+        forward(child.stderr.take().unwrap(), tx);
+        Watched {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Takes in what the process printed since the last call.
+    pub fn collect(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// How many collected lines contain `needle`.
+    pub fn said(&self, needle: &str) -> usize {
+        self.seen
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+}
+
+fn forward(stream: impl Read + Send + 'static, tx: Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
