@@ -85,6 +85,13 @@ pub struct ReplicationConfig {
     /// Mutation messages held per peer while the update they depend on is still on its way;
     /// older ones are dropped beyond this. Default 256.
     pub mutation_buffer: usize,
+    /// How long an entity made for a reference to a not-yet-received entity waits for that
+    /// entity's spawn before it is despawned. Default 10 s.
+    pub unresolved_reference_timeout: Duration,
+    /// How many such entities the values of one peer may have waiting at once; further unknown
+    /// references from it become [`Entity::PLACEHOLDER`]. Bounds what a peer sending garbage
+    /// references can make this peer allocate. Default 4096.
+    pub max_unresolved_references: usize,
 }
 
 impl Default for ReplicationConfig {
@@ -93,6 +100,8 @@ impl Default for ReplicationConfig {
             tick_rate: 60.0,
             handover_timeout: Duration::from_secs(5),
             mutation_buffer: 256,
+            unresolved_reference_timeout: Duration::from_secs(10),
+            max_unresolved_references: 4096,
         }
     }
 }
@@ -106,8 +115,10 @@ pub trait ReplicationAppExt {
         C: Component<Mutability = bevy::ecs::component::Mutable> + Serialize + DeserializeOwned;
 
     /// Replicates `C`, whose [`Entity`] fields are translated between peers (through
-    /// [`NetId`]s). A reference to an entity the receiver does not know becomes
-    /// [`Entity::PLACEHOLDER`].
+    /// [`NetId`]s). A reference to a replicated entity whose spawn has not reached the receiver
+    /// yet points at an empty entity that becomes that replica when it arrives (given up after
+    /// [`ReplicationConfig::unresolved_reference_timeout`]); a reference to an entity the
+    /// sender does not replicate becomes [`Entity::PLACEHOLDER`].
     fn replicate_mapped<C>(&mut self) -> &mut Self
     where
         C: Component<Mutability = bevy::ecs::component::Mutable>

@@ -83,3 +83,157 @@ fn a_reference_to_an_entity_the_receiver_lacks_is_a_placeholder() {
     let mut query = world.query::<&Follows>();
     assert_eq!(query.single(world).unwrap(), &Follows(Entity::PLACEHOLDER));
 }
+
+/// Three peers where peer 0's packets take `delay` to reach peer 2: peer 2 hears of peer 0's
+/// entities last, after peer 1's entities that refer to them.
+fn slow_link_from_0_to_2(seed: u64, delay: Duration, setup: fn(&mut App)) -> Sim {
+    let mut sim = Sim::new(seed, LinkConditioner::PERFECT, 3, setup);
+    sim.connect_all();
+    let (a, c) = (local_id(&sim.apps[0]), local_id(&sim.apps[2]));
+    sim.net.set_link(
+        a,
+        c,
+        LinkConditioner {
+            latency: delay,
+            ..LinkConditioner::PERFECT
+        },
+    );
+    sim
+}
+
+/// Peer 0 spawns `n` leaders; once peer 1 has them, peer 1 spawns a follower of each.
+/// Returns the leaders' and followers' net ids.
+fn followers_of_new_leaders(sim: &mut Sim, n: usize) -> (Vec<u64>, Vec<u64>) {
+    let leaders: Vec<Entity> = (0..n)
+        .map(|i| {
+            sim.apps[0]
+                .world_mut()
+                .spawn((Replicated, Health(i as u32)))
+                .id()
+        })
+        .collect();
+    sim.run_until(Duration::from_secs(1), "peer 1 has the leaders", |sim| {
+        held(&mut sim.apps[1]).len() == n
+    });
+    let leader_ids: Vec<u64> = leaders
+        .iter()
+        .map(|e| sim.apps[0].world().get::<NetId>(*e).unwrap().0)
+        .collect();
+    let followers: Vec<Entity> = leader_ids
+        .iter()
+        .map(|id| {
+            let leader_at_1 = local_entity(&mut sim.apps[1], *id).unwrap();
+            sim.apps[1]
+                .world_mut()
+                .spawn((Replicated, Follows(leader_at_1)))
+                .id()
+        })
+        .collect();
+    sim.step();
+    let follower_ids = followers
+        .iter()
+        .map(|e| sim.apps[1].world().get::<NetId>(*e).unwrap().0)
+        .collect();
+    (leader_ids, follower_ids)
+}
+
+#[test]
+fn a_reference_holds_when_the_referenced_entity_arrives_after_it() {
+    let mut sim = slow_link_from_0_to_2(33, Duration::from_millis(500), setup);
+    let (leaders, followers) = followers_of_new_leaders(&mut sim, 1);
+    sim.run_until(
+        Duration::from_millis(300),
+        "peer 2 has the follower",
+        |sim| local_entity(&mut sim.apps[2], followers[0]).is_some(),
+    );
+    assert!(
+        local_entity(&mut sim.apps[2], leaders[0]).is_none(),
+        "the leader should still be on its way to peer 2 (the test relies on that order)"
+    );
+    sim.run_until(Duration::from_secs(1), "peer 2 has the leader", |sim| {
+        local_entity(&mut sim.apps[2], leaders[0]).is_some()
+    });
+    // Nothing changed on peer 1 since it sent the follower: the reference it sent first holds.
+    let app = &mut sim.apps[2];
+    let leader_here = local_entity(app, leaders[0]).unwrap();
+    let follower_here = local_entity(app, followers[0]).unwrap();
+    assert_eq!(
+        app.world().get::<Follows>(follower_here),
+        Some(&Follows(leader_here)),
+        "the follower should point at peer 2's copy of the leader, which arrived after it"
+    );
+    assert_eq!(
+        app.world().get::<Health>(leader_here),
+        Some(&Health(0)),
+        "the entity made for the reference should have become the leader, with its components"
+    );
+}
+
+fn setup_short_wait(app: &mut App) {
+    setup(app);
+    app.insert_resource(bevy_peersync::ReplicationConfig {
+        unresolved_reference_timeout: Duration::from_secs(2),
+        max_unresolved_references: 1,
+        ..default()
+    });
+}
+
+/// Entities peer 2 holds that are neither resources nor replicas: what it made for references.
+fn unreplicated_entities(app: &mut App) -> usize {
+    let world = app.world_mut();
+    let mut query = world
+        .query_filtered::<Entity, (Without<NetId>, Without<bevy::ecs::resource::IsResource>)>();
+    query.iter(world).count()
+}
+
+#[test]
+fn references_to_entities_that_never_arrive_are_limited_and_given_up() {
+    let mut sim = slow_link_from_0_to_2(34, Duration::from_secs(3600), setup_short_wait);
+    let before = unreplicated_entities(&mut sim.apps[2]);
+    let (_, followers) = followers_of_new_leaders(&mut sim, 2);
+    sim.run_until(
+        Duration::from_millis(300),
+        "peer 2 has both followers",
+        |sim| {
+            followers
+                .iter()
+                .all(|id| local_entity(&mut sim.apps[2], *id).is_some())
+        },
+    );
+    let targets = |app: &mut App| -> Vec<Entity> {
+        followers
+            .iter()
+            .map(|id| {
+                let follower = local_entity(app, *id).unwrap();
+                app.world().get::<Follows>(follower).unwrap().0
+            })
+            .collect()
+    };
+    let waiting = targets(&mut sim.apps[2]);
+    assert_eq!(
+        waiting
+            .iter()
+            .filter(|e| **e == Entity::PLACEHOLDER)
+            .count(),
+        1,
+        "with room for one unresolved reference, the other follower should get a placeholder: \
+         {waiting:?}"
+    );
+    assert_eq!(
+        unreplicated_entities(&mut sim.apps[2]),
+        before + 1,
+        "peer 2 should have made exactly one entity for the unresolved reference"
+    );
+    sim.run_until(
+        Duration::from_secs(3),
+        "the entity made for the reference is given up",
+        |sim| unreplicated_entities(&mut sim.apps[2]) == before,
+    );
+    let app = &mut sim.apps[2];
+    for target in targets(app) {
+        assert!(
+            app.world().get_entity(target).is_err() || target == Entity::PLACEHOLDER,
+            "a reference whose entity never came should dangle like any despawned entity's"
+        );
+    }
+}

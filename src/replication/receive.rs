@@ -74,12 +74,28 @@ struct PendingSpawn {
     components: Vec<(u16, Vec<u8>)>,
 }
 
+/// An entity made for a reference to a net id whose spawn has not arrived yet (another owner's
+/// entity, or one whose spawn is still on its way), so the reference points at the right
+/// entity once it does.
+#[derive(Debug)]
+struct Reservation {
+    entity: Entity,
+    /// Whose value referred to it: reservations count against that peer's limit.
+    by: PeerId,
+    since: Duration,
+}
+
 /// The receiving side's state.
 #[derive(Resource, Default)]
 pub(crate) struct ReceiveState {
     senders: HashMap<PeerId, SenderState>,
     replicas: HashMap<Entity, Replica>,
+    /// Every net id known here and its entity; `local_to_net` is its inverse (one net id per
+    /// entity), so forgetting an entity does not scan the map.
     net_to_local: HashMap<u64, Entity>,
+    local_to_net: HashMap<Entity, u64>,
+    reserved: HashMap<u64, Reservation>,
+    reserved_by: HashMap<PeerId, usize>,
     pending: Vec<PendingSpawn>,
     orphans: HashSet<Entity>,
     known: BTreeSet<PeerId>,
@@ -91,6 +107,47 @@ impl ReceiveState {
         self.net_to_local.contains_key(&net_id)
     }
 
+    /// Records that `net_id` is `entity` here, replacing what either was bound to before.
+    fn bind(&mut self, net_id: u64, entity: Entity) {
+        if let Some(previous) = self.net_to_local.insert(net_id, entity)
+            && previous != entity
+        {
+            self.local_to_net.remove(&previous);
+        }
+        if let Some(previous) = self.local_to_net.insert(entity, net_id)
+            && previous != net_id
+        {
+            self.net_to_local.remove(&previous);
+        }
+    }
+
+    fn unbind(&mut self, entity: Entity) {
+        if let Some(net_id) = self.local_to_net.remove(&entity) {
+            self.net_to_local.remove(&net_id);
+        }
+    }
+
+    /// The entity `net_id` is bound to, unless that is only a reservation or no longer exists.
+    fn claimed(&self, world: &World, net_id: u64) -> Option<Entity> {
+        if self.reserved.contains_key(&net_id) {
+            return None;
+        }
+        let entity = *self.net_to_local.get(&net_id)?;
+        world.get_entity(entity).is_ok().then_some(entity)
+    }
+
+    /// Ends a reservation: its entity is now the spawned one, or given up.
+    fn end_reservation(&mut self, net_id: u64) -> Option<Entity> {
+        let reservation = self.reserved.remove(&net_id)?;
+        if let Some(count) = self.reserved_by.get_mut(&reservation.by) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.reserved_by.remove(&reservation.by);
+            }
+        }
+        Some(reservation.entity)
+    }
+
     /// The entity is gone here (despawned or no longer replicated).
     pub(crate) fn forget_local(&mut self, entity: Entity) {
         if let Some(replica) = self.replicas.remove(&entity)
@@ -99,7 +156,7 @@ impl ReceiveState {
         {
             sender.entities.remove(&wire);
         }
-        self.net_to_local.retain(|_, local| *local != entity);
+        self.unbind(entity);
         self.orphans.remove(&entity);
     }
 
@@ -112,7 +169,7 @@ impl ReceiveState {
             sender.entities.remove(&wire);
         }
         self.orphans.remove(&entity);
-        self.net_to_local.insert(net_id, entity);
+        self.bind(net_id, entity);
     }
 
     /// This peer handed the entity to `to`: it is a replica awaiting `to`'s spawn.
@@ -124,7 +181,7 @@ impl ReceiveState {
         from: PeerId,
         to: PeerId,
     ) {
-        self.net_to_local.insert(net_id, entity);
+        self.bind(net_id, entity);
         self.replicas.insert(
             entity,
             Replica {
@@ -177,6 +234,7 @@ pub(crate) fn receive(world: &mut World) {
                 ctx.mutation(message.peer, message.body);
             }
             ctx.settle_pending();
+            ctx.expire_reservations();
             ctx.adopt_orphans();
         });
     });
@@ -425,9 +483,9 @@ impl Context<'_> {
     }
 
     fn spawn(&mut self, spawn: PendingSpawn) {
-        let existing = self.state.net_to_local.get(&spawn.net_id).copied();
+        let existing = self.state.claimed(self.world, spawn.net_id);
         let entity = match existing {
-            Some(entity) if self.world.get_entity(entity).is_ok() => {
+            Some(entity) => {
                 match self.may_claim(&spawn, entity) {
                     Verdict::Accept => {}
                     Verdict::Wait => {
@@ -443,7 +501,7 @@ impl Context<'_> {
                 let mut send = self.world.resource_mut::<SendState>();
                 send.owned.remove(&entity);
                 self.state.forget_local(entity);
-                self.state.net_to_local.insert(spawn.net_id, entity);
+                self.state.bind(spawn.net_id, entity);
                 let mut target = self.world.entity_mut(entity);
                 target.insert(Owner::Peer(spawn.sender));
                 // A spawn is the whole state: components it does not list are gone.
@@ -458,10 +516,21 @@ impl Context<'_> {
                 }
                 entity
             }
-            _ => {
-                let mut target =
-                    self.world
-                        .spawn((Replicated, Owner::Peer(spawn.sender), NetId(spawn.net_id)));
+            None => {
+                // An entity already made for references to it becomes the replica.
+                let reserved = self
+                    .state
+                    .end_reservation(spawn.net_id)
+                    .filter(|entity| self.world.get_entity(*entity).is_ok());
+                let bundle = (Replicated, Owner::Peer(spawn.sender), NetId(spawn.net_id));
+                let mut target = match reserved {
+                    Some(entity) => {
+                        let mut target = self.world.entity_mut(entity);
+                        target.insert(bundle);
+                        target
+                    }
+                    None => self.world.spawn(bundle),
+                };
                 if spawn.flags & FLAG_HOST_OWNED != 0 {
                     target.insert(HostOwned);
                 }
@@ -469,7 +538,7 @@ impl Context<'_> {
                     target.insert(HandToHostOnLeave);
                 }
                 let entity = target.id();
-                self.state.net_to_local.insert(spawn.net_id, entity);
+                self.state.bind(spawn.net_id, entity);
                 entity
             }
         };
@@ -505,13 +574,7 @@ impl Context<'_> {
             return;
         };
         let mut input = bytes;
-        let result = decode_onto(
-            &*registration.erased,
-            self.world,
-            entity,
-            &self.state.net_to_local,
-            &mut input,
-        );
+        let result = self.decode_onto(sender, &*registration.erased, entity, &mut input);
         match result {
             Ok(()) if input.is_empty() => {
                 if let Some(replica) = self.state.replicas.get_mut(&entity) {
@@ -581,13 +644,8 @@ impl Context<'_> {
                 });
                 let decoded = match target {
                     Some(entity) => {
-                        let result = decode_onto(
-                            &*registration.erased,
-                            self.world,
-                            entity,
-                            &self.state.net_to_local,
-                            &mut input,
-                        );
+                        let result =
+                            self.decode_onto(sender, &*registration.erased, entity, &mut input);
                         if result.is_ok()
                             && let Some(replica) = self.state.replicas.get_mut(&entity)
                         {
@@ -608,18 +666,116 @@ impl Context<'_> {
         Ok(())
     }
 
+    /// Decodes a value onto `entity`, translating the entity references in it (the sender's
+    /// [`NetId`] bits) to this world's entities. A reference to a net id not seen here yet gets
+    /// an empty entity that the spawn, when it arrives, turns into the replica: references
+    /// across owners hold even when the referenced entity's spawn comes later (a late joiner
+    /// gets each owner's state separately). Past the reservation limit, or for a reference the
+    /// sender could not translate, the field becomes [`Entity::PLACEHOLDER`].
+    fn decode_onto(
+        &mut self,
+        sender: PeerId,
+        erased: &dyn ErasedComponent,
+        entity: Entity,
+        input: &mut &[u8],
+    ) -> Result<(), CodecError> {
+        let start = *input;
+        let mut unknown = Vec::new();
+        let result = {
+            let net_to_local = &self.state.net_to_local;
+            let mut to_local = |e: Entity| {
+                if e == Entity::PLACEHOLDER {
+                    return e;
+                }
+                net_to_local.get(&e.to_bits()).copied().unwrap_or_else(|| {
+                    unknown.push(e.to_bits());
+                    Entity::PLACEHOLDER
+                })
+            };
+            erased.decode_into(self.world, entity, &mut to_local, input)
+        };
+        if result.is_err() || unknown.is_empty() {
+            return result;
+        }
+        let mut reserved_any = false;
+        for net_id in unknown {
+            reserved_any |= self.reserve(sender, net_id);
+        }
+        if !reserved_any {
+            return result;
+        }
+        // Again, now that the references resolve: decoding is deterministic, so this consumes
+        // the same bytes.
+        *input = start;
+        let net_to_local = &self.state.net_to_local;
+        let mut to_local = |e: Entity| {
+            net_to_local
+                .get(&e.to_bits())
+                .copied()
+                .unwrap_or(Entity::PLACEHOLDER)
+        };
+        erased.decode_into(self.world, entity, &mut to_local, input)
+    }
+
+    /// Makes an empty entity stand for `net_id` until its spawn arrives; false when `sender` has
+    /// used up its reservations.
+    fn reserve(&mut self, sender: PeerId, net_id: u64) -> bool {
+        if self.state.net_to_local.contains_key(&net_id) {
+            return true; // the same reference twice in one value
+        }
+        let count = self.state.reserved_by.entry(sender).or_default();
+        if *count >= self.config.max_unresolved_references {
+            return false;
+        }
+        *count += 1;
+        let entity = self.world.spawn_empty().id();
+        self.state.reserved.insert(
+            net_id,
+            Reservation {
+                entity,
+                by: sender,
+                since: self.now,
+            },
+        );
+        self.state.bind(net_id, entity);
+        true
+    }
+
+    /// Reservations whose spawn never came (the entity was despawned before the reference
+    /// arrived, or the reference was garbage): their entities go, and references to them
+    /// dangle as references to any despawned entity do.
+    fn expire_reservations(&mut self) {
+        if self.state.reserved.is_empty() {
+            return;
+        }
+        let timeout = self.config.unresolved_reference_timeout;
+        let now = self.now;
+        let expired: Vec<u64> = self
+            .state
+            .reserved
+            .iter()
+            .filter(|(_, r)| now.saturating_sub(r.since) >= timeout)
+            .map(|(net_id, _)| *net_id)
+            .collect();
+        for net_id in expired {
+            if let Some(entity) = self.state.end_reservation(net_id) {
+                self.state.unbind(entity);
+                if let Ok(target) = self.world.get_entity_mut(entity) {
+                    target.despawn();
+                }
+            }
+        }
+    }
+
     /// Claims that had to wait: taken once allowed, refused when they waited too long.
     fn settle_pending(&mut self) {
         if self.state.pending.is_empty() {
             return;
         }
         for spawn in std::mem::take(&mut self.state.pending) {
-            let entity = self.state.net_to_local.get(&spawn.net_id).copied();
-            let verdict = match entity {
-                Some(entity) if self.world.get_entity(entity).is_ok() => {
-                    self.may_claim(&spawn, entity)
-                }
-                _ => Verdict::Accept,
+            let verdict = match self.state.claimed(self.world, spawn.net_id) {
+                Some(entity) => self.may_claim(&spawn, entity),
+                None => Verdict::Accept,
             };
             match verdict {
                 Verdict::Accept => self.spawn(spawn),
@@ -638,24 +794,4 @@ impl Context<'_> {
             }
         }
     }
-}
-
-/// Decodes a value onto `entity`, translating the entity references in it (the sender's
-/// [`NetId`] bits) to this world's entities. A reference to an entity this peer does not know
-/// becomes [`Entity::PLACEHOLDER`] rather than an error: it may be another owner's entity whose
-/// spawn has not arrived yet, and refusing the value would lose the rest of it.
-fn decode_onto(
-    erased: &dyn ErasedComponent,
-    world: &mut World,
-    entity: Entity,
-    net_to_local: &HashMap<u64, Entity>,
-    input: &mut &[u8],
-) -> Result<(), CodecError> {
-    let mut to_local = |e: Entity| {
-        net_to_local
-            .get(&e.to_bits())
-            .copied()
-            .unwrap_or(Entity::PLACEHOLDER)
-    };
-    erased.decode_into(world, entity, &mut to_local, input)
 }
