@@ -237,3 +237,77 @@ fn references_to_entities_that_never_arrive_are_limited_and_given_up() {
         );
     }
 }
+
+/// Every follower an app holds, by net id, with the net id of the entity it points at (`None`
+/// for a placeholder or an entity without one).
+fn follow_graph(app: &mut App) -> std::collections::BTreeMap<u64, Option<u64>> {
+    let world = app.world_mut();
+    let mut followers = world.query::<(&NetId, &Follows)>();
+    let pairs: Vec<(u64, Entity)> = followers
+        .iter(world)
+        .map(|(id, follows)| (id.0, follows.0))
+        .collect();
+    pairs
+        .into_iter()
+        .map(|(id, target)| (id, world.get::<NetId>(target).map(|t| t.0)))
+        .collect()
+}
+
+#[test]
+fn references_hold_under_a_bad_network_and_for_a_late_joiner() {
+    let bad = LinkConditioner {
+        loss: 0.2,
+        latency: Duration::from_millis(100),
+        jitter: Duration::from_millis(30),
+        duplicate: 0.05,
+        reorder: 0.1,
+    };
+    for seed in [35, 36] {
+        let mut sim = Sim::new(seed, bad, 3, setup);
+        sim.connect_all();
+        let leaders: Vec<Entity> = (0..3)
+            .map(|i| {
+                sim.apps[i]
+                    .world_mut()
+                    .spawn((Replicated, Health(i as u32)))
+                    .id()
+            })
+            .collect();
+        sim.run_until(
+            Duration::from_secs(3),
+            "every peer has every leader",
+            |sim| sim.apps.iter_mut().all(|app| held(app).len() == 3),
+        );
+        // Each peer follows the next peer's leader: every reference crosses owners.
+        for i in 0..3 {
+            let next = leaders[(i + 1) % 3];
+            let next_id = sim.apps[(i + 1) % 3].world().get::<NetId>(next).unwrap().0;
+            let here = local_entity(&mut sim.apps[i], next_id).unwrap();
+            sim.apps[i].world_mut().spawn((Replicated, Follows(here)));
+        }
+        sim.run_for(Duration::from_millis(200));
+        let late = sim.join();
+        sim.run_until(
+            Duration::from_secs(5),
+            "every peer, the late joiner too, holds the owners' state",
+            |sim| {
+                sim.apps[late].world().resource::<ConnectedPeers>().len() == 3
+                    && converged(&mut sim.apps)
+            },
+        );
+        let truth = follow_graph(&mut sim.apps[0]);
+        assert_eq!(truth.len(), 3, "peer 0 should hold the three followers");
+        assert!(
+            truth.values().all(Option::is_some),
+            "on peer 0 every follower should point at a leader: {truth:?}"
+        );
+        for (index, app) in sim.apps.iter_mut().enumerate() {
+            assert_eq!(
+                follow_graph(app),
+                truth,
+                "seed {seed}: on peer {index} each follower should point at that peer's copy of \
+                 the leader it follows"
+            );
+        }
+    }
+}
