@@ -96,6 +96,9 @@ pub(crate) struct ReceiveState {
     local_to_net: HashMap<Entity, u64>,
     reserved: HashMap<u64, Reservation>,
     reserved_by: HashMap<PeerId, usize>,
+    /// Senders told (in the log) that they reached the reservation limit, until they are below
+    /// it again: one warning per episode rather than one per value.
+    reservations_full: HashSet<PeerId>,
     pending: Vec<PendingSpawn>,
     orphans: HashSet<Entity>,
     known: BTreeSet<PeerId>,
@@ -145,6 +148,7 @@ impl ReceiveState {
                 self.reserved_by.remove(&reservation.by);
             }
         }
+        self.reservations_full.remove(&reservation.by);
         Some(reservation.entity)
     }
 
@@ -725,6 +729,14 @@ impl Context<'_> {
         }
         let count = self.state.reserved_by.entry(sender).or_default();
         if *count >= self.config.max_unresolved_references {
+            if self.state.reservations_full.insert(sender) {
+                tracing::warn!(
+                    "{sender} refers to more than {} entities this peer has not received; \
+                     further such references become placeholders \
+                     (ReplicationConfig::max_unresolved_references)",
+                    self.config.max_unresolved_references
+                );
+            }
             return false;
         }
         *count += 1;
