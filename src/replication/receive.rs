@@ -640,22 +640,20 @@ impl Context<'_> {
             for _ in 0..count {
                 let wire = read_wire(&mut reader)?;
                 let mut input = reader.rest();
+                // Newer than what was applied: record its tick now (one lookup, not two). If the
+                // value then fails to decode, the whole message is rejected as malformed.
                 let target = self.entity_of(sender, wire).filter(|entity| {
-                    self.state
-                        .replicas
-                        .get(entity)
-                        .is_some_and(|replica| header.tick > replica.tick(component))
+                    self.state.replicas.get_mut(entity).is_some_and(|replica| {
+                        let newer = header.tick > replica.tick(component);
+                        if newer {
+                            replica.set_tick(component, header.tick);
+                        }
+                        newer
+                    })
                 });
                 let decoded = match target {
                     Some(entity) => {
-                        let result =
-                            self.decode_onto(sender, &*registration.erased, entity, &mut input);
-                        if result.is_ok()
-                            && let Some(replica) = self.state.replicas.get_mut(&entity)
-                        {
-                            replica.set_tick(component, header.tick);
-                        }
-                        result
+                        self.decode_onto(sender, &*registration.erased, entity, &mut input)
                     }
                     None => registration.erased.decode_skip(&mut input),
                 };
