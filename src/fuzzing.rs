@@ -82,6 +82,14 @@ impl Input<'_> {
         u16::from_le_bytes([self.byte(), self.byte()])
     }
 
+    fn channel(&mut self) -> Channel {
+        if self.byte() & 1 == 0 {
+            Channel::Reliable
+        } else {
+            Channel::Unreliable
+        }
+    }
+
     fn bytes(&mut self, len: usize) -> &[u8] {
         let (head, rest) = self.0.split_at(len.min(self.0.len()));
         self.0 = rest;
@@ -196,11 +204,7 @@ pub fn receive(data: &[u8]) -> Outcome {
                     2 => KIND_CHAT,
                     _ => input.u16() & 0x3fff,
                 };
-                let channel = if input.byte() & 1 == 0 {
-                    Channel::Reliable
-                } else {
-                    Channel::Unreliable
-                };
+                let channel = input.channel();
                 let len = usize::from(input.u16());
                 let body = Bytes::copy_from_slice(input.bytes(len));
                 // Refusals (too big for the channel, empty) are the sender's business.
@@ -208,11 +212,7 @@ pub fn receive(data: &[u8]) -> Outcome {
             }
             // A raw packet, straight to the receiver's session decoder.
             4 => {
-                let channel = if input.byte() & 1 == 0 {
-                    Channel::Reliable
-                } else {
-                    Channel::Unreliable
-                };
+                let channel = input.channel();
                 let len = usize::from(input.u16());
                 let bytes = Bytes::copy_from_slice(input.bytes(len));
                 // Empty packets never arrive: WebRTC stacks drop them.

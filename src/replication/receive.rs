@@ -95,6 +95,10 @@ pub(crate) struct ReceiveState {
     net_to_local: HashMap<u64, Entity>,
     local_to_net: HashMap<Entity, u64>,
     reserved: HashMap<u64, Reservation>,
+    /// Reservations in the order they were made (so oldest first): expiry looks at the front
+    /// only. Entries of reservations already claimed are skipped when reached, and the queue is
+    /// rebuilt when they outnumber the live ones.
+    reserved_order: VecDeque<(Duration, u64)>,
     reserved_by: HashMap<PeerId, usize>,
     /// Senders told (in the log) that they reached the reservation limit, until they are below
     /// it again: one warning per episode rather than one per value.
@@ -683,38 +687,41 @@ impl Context<'_> {
     ) -> Result<(), CodecError> {
         let start = *input;
         let mut unknown = Vec::new();
-        let result = {
-            let net_to_local = &self.state.net_to_local;
-            let mut to_local = |e: Entity| {
-                if e == Entity::PLACEHOLDER {
-                    return e;
-                }
-                net_to_local.get(&e.to_bits()).copied().unwrap_or_else(|| {
-                    unknown.push(e.to_bits());
-                    Entity::PLACEHOLDER
-                })
-            };
-            erased.decode_into(self.world, entity, &mut to_local, input)
-        };
+        let result = self.decode_mapped(erased, entity, input, &mut unknown);
         if result.is_err() || unknown.is_empty() {
             return result;
         }
         let mut reserved_any = false;
-        for net_id in unknown {
+        for net_id in unknown.drain(..) {
             reserved_any |= self.reserve(sender, net_id);
         }
         if !reserved_any {
             return result;
         }
         // Again, now that the references resolve: decoding is deterministic, so this consumes
-        // the same bytes.
+        // the same bytes. References still unknown (past the limit) stay placeholders.
         *input = start;
+        self.decode_mapped(erased, entity, input, &mut unknown)
+    }
+
+    /// Decodes a value onto `entity` with its references mapped; the net ids it refers to that
+    /// are not known here go to `unknown` (and their fields become placeholders).
+    fn decode_mapped(
+        &mut self,
+        erased: &dyn ErasedComponent,
+        entity: Entity,
+        input: &mut &[u8],
+        unknown: &mut Vec<u64>,
+    ) -> Result<(), CodecError> {
         let net_to_local = &self.state.net_to_local;
         let mut to_local = |e: Entity| {
-            net_to_local
-                .get(&e.to_bits())
-                .copied()
-                .unwrap_or(Entity::PLACEHOLDER)
+            if e == Entity::PLACEHOLDER {
+                return e;
+            }
+            net_to_local.get(&e.to_bits()).copied().unwrap_or_else(|| {
+                unknown.push(e.to_bits());
+                Entity::PLACEHOLDER
+            })
         };
         erased.decode_into(self.world, entity, &mut to_local, input)
     }
@@ -747,6 +754,17 @@ impl Context<'_> {
                 since: self.now,
             },
         );
+        self.state.reserved_order.push_back((self.now, net_id));
+        let state = &mut *self.state;
+        if state.reserved_order.len() > 2 * state.reserved.len() + 64 {
+            let mut live: Vec<(Duration, u64)> = state
+                .reserved
+                .iter()
+                .map(|(net_id, r)| (r.since, *net_id))
+                .collect();
+            live.sort_unstable();
+            state.reserved_order = live.into();
+        }
         self.state.bind(net_id, entity);
         true
     }
@@ -755,19 +773,21 @@ impl Context<'_> {
     /// arrived, or the reference was garbage): their entities go, and references to them
     /// dangle as references to any despawned entity do.
     fn expire_reservations(&mut self) {
-        if self.state.reserved.is_empty() {
-            return;
-        }
         let timeout = self.config.unresolved_reference_timeout;
-        let now = self.now;
-        let expired: Vec<u64> = self
-            .state
-            .reserved
-            .iter()
-            .filter(|(_, r)| now.saturating_sub(r.since) >= timeout)
-            .map(|(net_id, _)| *net_id)
-            .collect();
-        for net_id in expired {
+        while let Some(&(since, net_id)) = self.state.reserved_order.front() {
+            if self.now.saturating_sub(since) < timeout {
+                break;
+            }
+            self.state.reserved_order.pop_front();
+            // A claimed reservation, or an earlier one for an id reserved again since.
+            if self
+                .state
+                .reserved
+                .get(&net_id)
+                .is_none_or(|r| r.since != since)
+            {
+                continue;
+            }
             if let Some(entity) = self.state.end_reservation(net_id) {
                 self.state.unbind(entity);
                 if let Ok(target) = self.world.get_entity_mut(entity) {
