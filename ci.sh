@@ -6,6 +6,9 @@ cd "$(dirname "$0")"
 echo "--- cargo fmt"
 cargo fmt --all --check
 
+echo "--- layers (no import cycles in src/, no file in src/ over 600 lines)"
+python3 .ci/layers.py
+
 echo "--- cargo clippy (native, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
@@ -16,7 +19,7 @@ cargo clippy -p bevy_peersync --example demo --target wasm32-unknown-unknown --l
 echo "--- cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-echo "--- browser build of the demo (tests/browser.rs loads it in Chromium)"
+echo "--- browser build of the demo (tests/integration/browser.rs loads it in Chromium)"
 PROFILE=debug web/build.sh
 
 echo "--- cargo test"

@@ -11,10 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::session::{Delivery, InputError, PeerSession, PeerStats, SendError, SessionConfig};
+use crate::channel::Channel;
+use crate::error::{InputError, SendError};
+use crate::peer::PeerId;
+use crate::session::{Delivery, LinkStats, PeerSession, SessionConfig};
 use crate::transport::{LinkEvent, Packet};
 use crate::wire::Reader;
-use crate::{Channel, PeerId};
 
 /// Kind of the handshake message.
 pub(crate) const KIND_HELLO: u16 = 0;
@@ -303,7 +305,6 @@ impl Endpoint {
     }
 
     /// Deliveries of token-carrying unreliable messages, per peer.
-    #[allow(dead_code)] // Replication's resends are built on it.
     pub(crate) fn drain_deliveries(&mut self, mut each: impl FnMut(PeerId, u64, Delivery)) {
         for (peer, link) in &mut self.links {
             for (token, delivery) in link.session.drain_deliveries() {
@@ -312,7 +313,12 @@ impl Endpoint {
         }
     }
 
-    pub(crate) fn stats(&self, peer: PeerId) -> Option<PeerStats> {
+    /// How much input from `peer` was dropped so far (1 if it is not connected, for logging).
+    pub(crate) fn rejected_count(&self, peer: PeerId) -> u64 {
+        self.stats(peer).map_or(1, |stats| stats.rejected)
+    }
+
+    pub(crate) fn stats(&self, peer: PeerId) -> Option<LinkStats> {
         self.links.get(&peer).map(|link| link.session.stats())
     }
 }

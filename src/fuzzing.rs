@@ -17,18 +17,47 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::{Endpoint, Received};
-use crate::messages::PeerMessageAppExt;
-use crate::protocol::ProtocolRegistry;
+use crate::replication::codec::ComponentCodec;
 use crate::replication::wire::{
-    FLAG_HOST_OWNED, KIND_MUTATE, KIND_UPDATE, MutateHeader, UpdateMessage, UpdateOp,
-    decode_mutate_header_only, decode_update, put_group_header,
+    ComponentValue, GroupHeader, MutateHeader, Spawn, SpawnFlags, UpdateMessage, UpdateOp,
+    decode_update, put_entry,
 };
-use crate::replication::{
-    ComponentCodec, Replicated, ReplicationAppExt, ReplicationConfig, TransformCodec,
+use crate::replication::{Replicated, ReplicationAppExt, ReplicationConfig, TransformCodec};
+use crate::transport::{LinkEvent, MemoryTransport, Packet, Transport, TransportIo};
+use crate::wire::{Reader, encode_serde};
+use crate::{
+    Channel, FromPeer, MemoryNetwork, PeerInputRejected, PeerMessageAppExt, PeerSocket,
+    PeersyncPlugin, SessionConfig,
 };
-use crate::transport::memory::{MemoryNetwork, MemoryTransport};
-use crate::transport::{LinkEvent, Packet, Transport, TransportIo};
-use crate::{Channel, FromPeer, PeerInputRejected, PeerSocket, PeersyncPlugin, SessionConfig};
+
+/// Message kind of replication's update messages (reliable): what a forged spawn is sent as.
+pub const KIND_UPDATE: u16 = crate::replication::wire::KIND_UPDATE;
+/// Message kind of replication's mutation messages (unreliable).
+pub const KIND_MUTATE: u16 = crate::replication::wire::KIND_MUTATE;
+
+/// An update message of `tick` holding one spawn: entity `wire` with room-wide id `net_id`
+/// and these components (registration index, encoded value). For tests of what peers do with
+/// claims they should not accept.
+pub fn forged_spawn(tick: u32, wire: u32, net_id: u64, components: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    UpdateMessage {
+        tick,
+        ops: vec![UpdateOp::Spawn(Spawn {
+            wire,
+            net_id,
+            flags: SpawnFlags::default(),
+            components: components
+                .iter()
+                .map(|(component, bytes)| ComponentValue {
+                    component: *component,
+                    bytes: Bytes::copy_from_slice(bytes),
+                })
+                .collect(),
+        })],
+    }
+    .encode(&mut out);
+    out
+}
 
 /// A replicated component that points at another entity: exercises entity mapping.
 #[derive(Component, Serialize, Deserialize, Clone, Debug)]
@@ -166,7 +195,10 @@ pub fn receive(data: &[u8]) -> Outcome {
         });
     app.finish();
     app.cleanup();
-    let hash = app.world().resource::<ProtocolRegistry>().hash();
+    let hash = app
+        .world()
+        .resource::<crate::protocol::ProtocolRegistry>()
+        .hash();
 
     let transport = network.join();
     let me = transport.id();
@@ -260,16 +292,20 @@ pub fn receive(data: &[u8]) -> Outcome {
 /// The sans-io decoders alone, fast: an update message (whatever decodes re-encodes to the same
 /// message), a mutation header, and transform values.
 pub fn decode(data: &[u8]) {
-    if let Ok(message) = decode_update(data) {
+    let bytes = Bytes::copy_from_slice(data);
+    if let Ok(message) = decode_update(&bytes) {
         let mut again = Vec::new();
         message.encode(&mut again);
         assert_eq!(
-            decode_update(&again).as_ref(),
+            decode_update(&Bytes::from(again)).as_ref(),
             Ok(&message),
             "a decoded update re-encodes to itself"
         );
     }
-    let _ = decode_mutate_header_only(data);
+    let mut reader = Reader::new(data);
+    if MutateHeader::decode(&mut reader).is_ok() {
+        let _ = GroupHeader::decode(&mut reader);
+    }
     let codec = TransformCodec::default();
     let mut rest = data;
     while !rest.is_empty() {
@@ -294,19 +330,31 @@ fn messages() -> [Vec<u8>; 4] {
     let mut spawn = Vec::new();
     UpdateMessage {
         tick: 1,
-        ops: vec![UpdateOp::Spawn {
+        ops: vec![UpdateOp::Spawn(Spawn {
             wire: 1,
             net_id: 7,
-            flags: FLAG_HOST_OWNED,
-            components: vec![(0, &value), (1, &points), (2, &label)],
-        }],
+            flags: SpawnFlags {
+                host_owned: true,
+                hand_to_host: false,
+            },
+            components: [(0, value.clone()), (1, points), (2, label)]
+                .into_iter()
+                .map(|(component, bytes)| ComponentValue {
+                    component,
+                    bytes: Bytes::from(bytes),
+                })
+                .collect(),
+        })],
     }
     .encode(&mut spawn);
     let mut mutate = Vec::new();
     MutateHeader { tick: 2, needs: 1 }.encode(&mut mutate);
-    put_group_header(&mut mutate, 0, 1);
-    mutate.push(1);
-    mutate.extend_from_slice(&value);
+    GroupHeader {
+        component: 0,
+        count: 1,
+    }
+    .encode(&mut mutate);
+    put_entry(&mut mutate, 1, &value);
     let mut despawn = Vec::new();
     UpdateMessage {
         tick: 3,
@@ -352,14 +400,13 @@ pub fn receive_seeds() -> Vec<Vec<u8>> {
 }
 
 fn bincode_of<T: Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .expect("the seed values serialize")
+    encode_serde(value).expect("the seed values serialize")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::memory::SplitMix64;
+    use crate::rng::SplitMix64;
 
     #[test]
     fn the_seeds_reach_replication_and_messages() {

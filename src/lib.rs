@@ -1,34 +1,49 @@
 #![doc = include_str!("../README.md")]
 
-pub mod channel;
-mod endpoint;
-#[doc(hidden)]
-pub mod fuzzing;
-pub mod messages;
-pub mod peer;
+// Layers, each using only those listed before it: the transport (the only code touching
+// matchbox), the sans-io session and endpoint, the shared net layer, messages and replication
+// (which never use each other), and the plugin that wires them. See ARCHITECTURE.md.
+mod channel;
+mod error;
+mod peer;
 mod platform;
-mod plugin;
-pub mod protocol;
-pub mod replication;
-pub mod session;
-pub mod transport;
+mod protocol;
+mod rng;
 mod wire;
 
+pub mod transport;
+
+mod endpoint;
+mod session;
+
+mod net;
+
+mod messages;
+pub mod replication;
+
+mod plugin;
+
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
+// The README (the crate's front page) links these by their short names.
+#[cfg(doc)]
+use replication::{HandToHostOnLeave, HostOwned, Owner};
+
 pub use channel::Channel;
+pub use error::{InputError, SendError};
 pub use messages::{FromPeer, PeerMessage, PeerMessageAppExt, PeerMessageWriter, Target};
-pub use peer::PeerId;
-pub use plugin::{
+pub use net::{
     ConnectedPeers, Peer, PeerConnected, PeerDisconnected, PeerInputRejected, PeerRefused,
-    PeerSocket, PeersyncPlugin, PeersyncSystems, SocketStateChanged,
+    PeerSocket, PeerStats, PeersyncSystems, SocketStateChanged,
 };
-pub use replication::{
-    HandToHostOnLeave, HostOwned, NetId, Owner, Replicated, ReplicationAppExt, ReplicationConfig,
-    TransferOwnershipExt, TransformCodec,
-};
-pub use session::{Delivery, InputError, PeerStats, SendError, SessionConfig};
+pub use peer::PeerId;
+pub use plugin::PeersyncPlugin;
+pub use session::{Delivery, SessionConfig};
+pub use transport::SocketState;
 pub use transport::matchbox::{IceServers, MatchboxConfig};
 pub use transport::memory::{LinkConditioner, MemoryNetwork};
-pub use transport::{SocketState, Transport};
 pub use wire::WireError;
 
 /// The usual imports.

@@ -9,37 +9,16 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::endpoint::FIRST_APP_KIND;
-use crate::plugin::{ConnectedPeers, KindQueues, NetEndpoint, PeersyncSystems, reject_input};
+use crate::channel::Channel;
+use crate::error::{InputError, SendError};
+use crate::net::{ConnectedPeers, KindQueues, NetEndpoint, PeersyncSystems, reject_input};
+use crate::peer::PeerId;
 use crate::protocol::ProtocolRegistry;
-use crate::session::{InputError, MAX_KIND, SendError};
-use crate::{Channel, PeerId};
-
-/// Most bytes one decode may claim for the values it builds, whatever lengths the input
-/// announces: a hostile peer cannot make us allocate more than this per message.
-pub const DECODE_LIMIT: usize = 16 << 20;
+use crate::wire::{decode_serde, encode_serde};
 
 /// Types that can travel as peer messages.
 pub trait PeerMessage: Serialize + DeserializeOwned + Send + Sync + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> PeerMessage for T {}
-
-/// Encodes a value the way every message and component is encoded on the wire.
-pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, SendError> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
-        .map_err(|error| SendError::Encode(error.to_string()))
-}
-
-/// Decodes a value from untrusted bytes: bounded by [`DECODE_LIMIT`], and all bytes must be
-/// used.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
-    let (value, read) =
-        bincode::serde::decode_from_slice(bytes, config).map_err(|e| e.to_string())?;
-    if read != bytes.len() {
-        return Err(format!("{} bytes left over", bytes.len() - read));
-    }
-    Ok(value)
-}
 
 /// A message received from a peer. Read them with `MessageReader<FromPeer<M>>`.
 #[derive(Message, Debug, Clone, PartialEq)]
@@ -106,7 +85,7 @@ impl<M: PeerMessage> PeerMessageWriter<'_, M> {
     /// Sends `message` to `target`. Nothing is sent if the message is too large or a named peer
     /// is not connected.
     pub fn send(&mut self, target: impl Into<Target>, message: &M) -> Result<(), SendError> {
-        let body = encode(message)?;
+        let body = encode_serde(message).map_err(SendError::Encode)?;
         if body.len() > self.outbox.max_size {
             return Err(SendError::TooLarge {
                 size: body.len(),
@@ -166,11 +145,7 @@ impl PeerMessageAppExt for App {
             "peer message {} registered twice",
             type_name::<M>()
         );
-        let mut queues = world.resource_mut::<KindQueues>();
-        let kind = FIRST_APP_KIND + queues.app_kinds;
-        assert!(kind <= MAX_KIND, "too many peer message types");
-        queues.app_kinds += 1;
-        queues.register(kind);
+        let kind = world.resource_mut::<KindQueues>().register_app_kind();
         world
             .resource_mut::<ProtocolRegistry>()
             .push(format!("message:{}:{channel:?}", type_name::<M>()));
@@ -189,9 +164,7 @@ impl PeerMessageAppExt for App {
         self.add_message::<FromPeer<M>>()
             .add_systems(
                 PreUpdate,
-                receive_messages::<M>
-                    .in_set(PeersyncSystems::Receive)
-                    .after(crate::plugin::process_packets),
+                receive_messages::<M>.in_set(PeersyncSystems::Receive),
             )
             .add_systems(PostUpdate, send_messages::<M>.in_set(PeersyncSystems::Send))
     }
@@ -204,7 +177,7 @@ fn receive_messages<M: PeerMessage>(
     mut commands: Commands,
 ) {
     for received in queues.take(outbox.kind) {
-        match decode::<M>(&received.body) {
+        match decode_serde::<M>(&received.body) {
             Ok(message) => {
                 writer.write(FromPeer {
                     peer: received.peer,
@@ -231,35 +204,5 @@ fn send_messages<M: PeerMessage>(
     for (peer, body) in outbox.pending.drain(..) {
         // Fails only if the peer left since the message was queued: nobody to send it to.
         let _ = endpoint.0.send(peer, channel, kind, body, None);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[test]
-    fn decode_refuses_trailing_bytes() {
-        let mut bytes = encode(&7u32).unwrap();
-        assert_eq!(decode::<u32>(&bytes), Ok(7));
-        bytes.push(0);
-        assert!(decode::<u32>(&bytes).is_err());
-    }
-
-    #[test]
-    fn a_huge_announced_length_is_an_error_not_an_allocation() {
-        // A Vec<u64> that claims 2^40 elements in a few bytes.
-        let mut bytes = Vec::new();
-        bytes.push(253u8);
-        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
-        assert!(decode::<Vec<u64>>(&bytes).is_err());
-    }
-
-    proptest! {
-        #[test]
-        fn any_bytes_decode_or_fail(bytes: Vec<u8>) {
-            let _ = decode::<(String, Vec<u32>, Option<f32>)>(&bytes);
-        }
     }
 }

@@ -8,23 +8,18 @@ use bevy::prelude::Resource;
 /// so two builds only understand each other if they registered the same types in the same
 /// order. The hash of this list is exchanged when peers connect.
 #[derive(Resource, Debug, Default, Clone)]
-pub struct ProtocolRegistry {
+pub(crate) struct ProtocolRegistry {
     entries: Vec<String>,
 }
 
 impl ProtocolRegistry {
     /// Adds an entry, e.g. `message:my_game::Chat:Reliable`.
-    pub fn push(&mut self, entry: impl Into<String>) {
+    pub(crate) fn push(&mut self, entry: impl Into<String>) {
         self.entries.push(entry.into());
     }
 
-    /// The entries in order.
-    pub fn entries(&self) -> &[String] {
-        &self.entries
-    }
-
     /// A stable 64-bit hash (FNV-1a) of the entries and their order.
-    pub fn hash(&self) -> u64 {
+    pub(crate) fn hash(&self) -> u64 {
         let mut hash = 0xcbf2_9ce4_8422_2325u64;
         for entry in &self.entries {
             for byte in entry.bytes().chain([0xff]) {

@@ -17,12 +17,16 @@
 //! come from an entity's owner are rejected and reported as
 //! [`PeerInputRejected`](crate::PeerInputRejected).
 
+mod authority;
 pub mod codec;
+mod local_changes;
+mod net_ids;
+mod ownership;
 mod receive;
 mod registry;
 mod send;
-pub mod transform;
-pub mod wire;
+mod transform;
+pub(crate) mod wire;
 
 use std::time::Duration;
 
@@ -31,11 +35,15 @@ use bevy::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use self::codec::{CodecError, ComponentCodec, SerdeCodec};
+use self::authority::Authority;
+use self::codec::{CodecError, ComponentCodec, SerdeCodec};
+use self::local_changes::{LocalChanges, forget_gone, on_unreplicated};
+use self::net_ids::NetIds;
+use self::ownership::Ownership;
 use self::registry::ReplicationRegistry;
 pub use self::transform::TransformCodec;
-use crate::PeerId;
-use crate::plugin::PeersyncSystems;
+use crate::net::{KindQueues, PeersyncSystems};
+use crate::peer::PeerId;
 
 /// Marks an entity to replicate. Spawned by the local game, it is owned here ([`Owner::Local`]).
 #[derive(Component, Debug, Default, Clone, Copy)]
@@ -201,18 +209,35 @@ impl TransferOwnershipExt for EntityCommands<'_> {
 }
 
 /// Sets up replication; added by [`PeersyncPlugin`](crate::PeersyncPlugin).
-pub(crate) fn build(app: &mut App) {
-    app.init_resource::<ReplicationConfig>()
-        .init_resource::<ReplicationRegistry>()
-        .init_resource::<send::SendState>()
-        .init_resource::<send::LocalChanges>()
-        .init_resource::<receive::ReceiveState>()
-        .add_observer(send::on_unreplicated)
-        .add_systems(
-            PreUpdate,
-            receive::receive
-                .in_set(PeersyncSystems::Receive)
-                .after(crate::plugin::process_packets),
-        )
-        .add_systems(PostUpdate, send::send.in_set(PeersyncSystems::Send));
+pub(crate) struct ReplicationPlugin;
+
+impl Plugin for ReplicationPlugin {
+    fn build(&self, app: &mut App) {
+        {
+            let mut queues = app.world_mut().resource_mut::<KindQueues>();
+            queues.register(wire::KIND_UPDATE);
+            queues.register(wire::KIND_MUTATE);
+        }
+        app.init_resource::<ReplicationConfig>()
+            .init_resource::<ReplicationRegistry>()
+            .init_resource::<Ownership>()
+            .init_resource::<NetIds>()
+            .init_resource::<Authority>()
+            .init_resource::<LocalChanges>()
+            .init_resource::<send::SendState>()
+            .init_resource::<receive::ReceiveState>()
+            .add_observer(on_unreplicated)
+            .add_systems(
+                PreUpdate,
+                (forget_gone, receive::receive)
+                    .chain()
+                    .in_set(PeersyncSystems::Receive),
+            )
+            .add_systems(
+                PostUpdate,
+                (forget_gone, send::send)
+                    .chain()
+                    .in_set(PeersyncSystems::Send),
+            );
+    }
 }

@@ -2,12 +2,12 @@
 //!
 //! The session knows nothing of sockets, clocks or Bevy: time comes in as an argument and bytes
 //! go out through a callback, so it is deterministic and can be driven by tests and fuzzers.
+//! Its reasons for dropping input are the packet-level [`InputError`]s.
 
 mod frame;
 mod reliable;
 mod unreliable;
 
-use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +16,7 @@ use self::reliable::{ReliableReceiver, ReliableSender};
 pub use self::unreliable::Delivery;
 use self::unreliable::{Received, UnreliableReceiver, UnreliableSender};
 use crate::channel::Channel;
-use crate::wire::WireError;
+use crate::error::{InputError, SendError};
 
 pub(crate) use self::frame::MAX_KIND;
 
@@ -60,144 +60,30 @@ impl SessionConfig {
     }
 }
 
-/// Why a message could not be sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendError {
-    /// The encoded message is bigger than its channel allows.
-    TooLarge {
-        /// Encoded size in bytes.
-        size: usize,
-        /// The channel's limit.
-        max: usize,
-        /// The channel it was sent on.
-        channel: Channel,
-    },
-    /// No connected peer has this id.
-    UnknownPeer(crate::PeerId),
-    /// The message could not be encoded.
-    Encode(String),
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SendError::TooLarge { size, max, channel } => write!(
-                f,
-                "message of {size} bytes is over the {max}-byte limit of the {channel:?} channel"
-            ),
-            SendError::UnknownPeer(peer) => write!(f, "no connected peer {peer}"),
-            SendError::Encode(error) => write!(f, "could not encode message: {error}"),
-        }
-    }
-}
-
-impl std::error::Error for SendError {}
-
-/// Why input from a peer was dropped. Reported to the game with the peer it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InputError {
-    /// The packet's bytes do not follow the wire format.
-    Malformed(WireError),
-    /// The packet holds a frame type this version does not know.
-    UnknownFrame(u8),
-    /// A packet with nothing in it.
-    EmptyPacket,
-    /// A packet bigger than its channel allows.
-    PacketTooLarge {
-        /// Its size.
-        size: usize,
-        /// The channel's limit.
-        max: usize,
-    },
-    /// A message bigger than the configured maximum.
-    MessageTooLarge {
-        /// The size it announced.
-        size: u64,
-        /// The configured maximum.
-        max: usize,
-    },
-    /// The pieces of a big message came out of sequence.
-    BrokenPieces,
-    /// A message of a kind nobody registered.
-    UnknownKind(u16),
-    /// A message whose body failed to decode as its registered type.
-    Decode {
-        /// The registered type.
-        type_name: &'static str,
-        /// What the decoder said.
-        error: String,
-    },
-    /// The peer broke the connection handshake.
-    Handshake(String),
-    /// A message that is only valid from another peer (e.g. a write to something it does not
-    /// own).
-    Unauthorized(String),
-}
-
-impl From<frame::FrameError> for InputError {
-    fn from(error: frame::FrameError) -> Self {
-        match error {
-            frame::FrameError::Wire(error) => InputError::Malformed(error),
-            frame::FrameError::UnknownFrame(tag) => InputError::UnknownFrame(tag),
-        }
-    }
-}
-
-impl From<WireError> for InputError {
-    fn from(error: WireError) -> Self {
-        InputError::Malformed(error)
-    }
-}
-
-impl fmt::Display for InputError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            InputError::Malformed(error) => write!(f, "malformed packet: {error}"),
-            InputError::UnknownFrame(tag) => write!(f, "unknown frame type {tag:#04x}"),
-            InputError::EmptyPacket => f.write_str("empty packet"),
-            InputError::PacketTooLarge { size, max } => {
-                write!(f, "packet of {size} bytes over the {max}-byte limit")
-            }
-            InputError::MessageTooLarge { size, max } => {
-                write!(f, "message of {size} bytes over the {max}-byte limit")
-            }
-            InputError::BrokenPieces => f.write_str("pieces of a big message out of sequence"),
-            InputError::UnknownKind(kind) => write!(f, "unknown message kind {kind}"),
-            InputError::Decode { type_name, error } => {
-                write!(f, "could not decode {type_name}: {error}")
-            }
-            InputError::Handshake(reason) => write!(f, "handshake: {reason}"),
-            InputError::Unauthorized(reason) => write!(f, "unauthorized: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for InputError {}
-
-/// Network figures for one connected peer, as the game can show them. Kept current on each
-/// [`Peer`](crate::Peer) entity.
-#[derive(bevy::prelude::Component, Debug, Clone, Copy, Default, PartialEq)]
-pub struct PeerStats {
+/// Network figures of one link, as the session measures them; the net layer shows them to the
+/// game as [`PeerStats`](crate::PeerStats).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct LinkStats {
     /// Smoothed round-trip time, from the acknowledgements of unreliable packets; `None` until
     /// the first one.
-    pub rtt: Option<Duration>,
+    pub(crate) rtt: Option<Duration>,
     /// Share of our unreliable packets that went unacknowledged, smoothed, 0.0 to 1.0.
-    pub packet_loss: f32,
+    pub(crate) packet_loss: f32,
     /// Bytes per second we sent to this peer over the last second (both channels).
-    pub sent_bytes_per_sec: f32,
+    pub(crate) sent_bytes_per_sec: f32,
     /// Bytes per second received from this peer over the last second (both channels).
-    pub received_bytes_per_sec: f32,
+    pub(crate) received_bytes_per_sec: f32,
     /// Packets sent since the connection opened.
-    pub packets_sent: u64,
+    pub(crate) packets_sent: u64,
     /// Packets received since the connection opened.
-    pub packets_received: u64,
+    pub(crate) packets_received: u64,
     /// Packets or messages from this peer that were dropped as bad input.
-    pub rejected: u64,
+    pub(crate) rejected: u64,
 }
 
 #[derive(Debug, Default)]
 struct StatsTracker {
-    stats: PeerStats,
+    stats: LinkStats,
     window_start: Duration,
     window_sent: u64,
     window_received: u64,
@@ -393,12 +279,11 @@ impl PeerSession {
     }
 
     /// What became of unreliable messages sent with a token.
-    #[allow(dead_code)] // Replication's resends are built on it.
     pub(crate) fn drain_deliveries(&mut self) -> impl Iterator<Item = (u64, Delivery)> + '_ {
         self.unreliable_out.drain_deliveries()
     }
 
-    pub(crate) fn stats(&self) -> PeerStats {
+    pub(crate) fn stats(&self) -> LinkStats {
         self.stats.stats
     }
 }

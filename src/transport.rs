@@ -3,11 +3,11 @@
 //! A [`Transport`] moves packets between the wire and the [`TransportIo`] buffers: per peer and
 //! per [`Channel`], bytes in and bytes out, plus the links that came up or went down. Nothing
 //! above this module knows how the bytes travel, which is why the same replication code runs
-//! over WebRTC ([`matchbox`]) and over the deterministic in-process network of the tests
-//! ([`memory`]).
+//! over WebRTC ([`MatchboxTransport`]) and over the deterministic in-process network of the
+//! tests ([`MemoryTransport`], made by [`MemoryNetwork`](crate::MemoryNetwork)).
 
-pub mod matchbox;
-pub mod memory;
+pub(crate) mod matchbox;
+pub(crate) mod memory;
 
 use std::fmt;
 use std::time::Duration;
@@ -15,7 +15,10 @@ use std::time::Duration;
 use bevy::prelude::Resource;
 use bytes::Bytes;
 
-use crate::{Channel, PeerId};
+pub use self::matchbox::MatchboxTransport;
+pub use self::memory::MemoryTransport;
+use crate::channel::Channel;
+use crate::peer::PeerId;
 
 /// One packet with the peer it comes from or goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,8 +80,8 @@ impl fmt::Display for SocketState {
 
 /// A way of moving packets between peers.
 ///
-/// Implement it to bring another transport; the two here are [`matchbox::MatchboxTransport`]
-/// and [`memory::MemoryTransport`].
+/// Implement it to bring another transport; the two here are [`MatchboxTransport`] (WebRTC)
+/// and [`MemoryTransport`] (an in-process network for tests).
 pub trait Transport: Send + Sync + 'static {
     /// Moves what arrived since the last call into `io` (packets and link changes). Called once
     /// per frame with the time since the app started; the first call opens the connection.

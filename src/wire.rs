@@ -1,12 +1,18 @@
 //! Bounded readers and writers for the byte formats on the wire.
 //!
 //! Every read checks what is left first and fails with a [`WireError`]: network input can be
-//! truncated or hostile, and must never panic or make us allocate on its say-so.
+//! truncated or hostile, and must never panic or make us allocate on its say-so. Serde values
+//! (messages, components with the default codec) travel as bincode 2 with its standard
+//! configuration, decoded under a limit ([`decode_serde`]).
 
 use std::fmt;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 /// Why bytes from a peer could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WireError {
     /// The input ended in the middle of a value.
     Truncated,
@@ -114,6 +120,41 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Most bytes one serde decode may claim for the values it builds, whatever lengths the input
+/// announces: a hostile peer cannot make us allocate more than this per message or value.
+pub(crate) const DECODE_LIMIT: usize = 16 << 20;
+
+/// Encodes a serde value the way every message and serde component travels.
+pub(crate) fn encode_serde<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| e.to_string())
+}
+
+/// Appends a serde value to `out`.
+pub(crate) fn encode_serde_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+/// Decodes one serde value from the front of untrusted bytes, bounded by [`DECODE_LIMIT`];
+/// returns it and how many bytes it took.
+pub(crate) fn decode_serde_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), String> {
+    let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+    bincode::serde::decode_from_slice(bytes, config).map_err(|e| e.to_string())
+}
+
+/// Decodes a serde value that must use every byte of `bytes`.
+pub(crate) fn decode_serde<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let (value, read) = decode_serde_prefix(bytes)?;
+    if read != bytes.len() {
+        return Err(format!("{} bytes left over", bytes.len() - read));
+    }
+    Ok(value)
+}
+
 /// Appends `value` as LEB128.
 pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     loop {
@@ -157,7 +198,28 @@ mod tests {
         assert_eq!(Reader::new(&[0x80]).varint(), Err(WireError::Truncated));
     }
 
+    #[test]
+    fn serde_decode_refuses_trailing_bytes() {
+        let mut bytes = encode_serde(&7u32).unwrap();
+        assert_eq!(decode_serde::<u32>(&bytes), Ok(7));
+        bytes.push(0);
+        assert!(decode_serde::<u32>(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_huge_announced_length_is_an_error_not_an_allocation() {
+        // A Vec<u64> that claims 2^40 elements in a few bytes.
+        let mut bytes = vec![253u8];
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(decode_serde::<Vec<u64>>(&bytes).is_err());
+    }
+
     proptest! {
+        #[test]
+        fn any_bytes_serde_decode_or_fail(bytes: Vec<u8>) {
+            let _ = decode_serde::<(String, Vec<u32>, Option<f32>)>(&bytes);
+        }
+
         #[test]
         fn varint_round_trips(value: u64) {
             let mut out = Vec::new();

@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 web/build.sh
+target_dir="$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 echo "open http://127.0.0.1:3536/ (add ?room=NAME to pick a room)"
-exec cargo run -p peersync-lobby --release -- --bind 0.0.0.0:3536 --static-dir target/web
+exec cargo run -p peersync-lobby --release -- --bind 0.0.0.0:3536 --static-dir "$target_dir/web"

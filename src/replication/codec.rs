@@ -9,7 +9,7 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::messages::DECODE_LIMIT;
+use crate::wire::{decode_serde_prefix, encode_serde_into};
 
 /// Why a value could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,25 +55,21 @@ where
     }
 }
 
-/// The default codec: bincode 2 (standard configuration), bounded by
-/// [`DECODE_LIMIT`].
+/// The default codec: bincode 2 (standard configuration). A decode may claim at most 16 MiB
+/// for the values it builds, whatever lengths the input announces.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SerdeCodec;
 
 impl<C: Serialize + DeserializeOwned + 'static> ComponentCodec<C> for SerdeCodec {
     fn encode(&self, value: &C, out: &mut Vec<u8>) {
         // Writing to a Vec cannot fail; a type whose Serialize impl fails is a bug in it.
-        if let Err(error) =
-            bincode::serde::encode_into_std_write(value, out, bincode::config::standard())
-        {
+        if let Err(error) = encode_serde_into(value, out) {
             tracing::error!("cannot encode {}: {error}", std::any::type_name::<C>());
         }
     }
 
     fn decode(&self, input: &mut &[u8]) -> Result<C, CodecError> {
-        let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
-        let (value, read) = bincode::serde::decode_from_slice(input, config)
-            .map_err(|e| CodecError(e.to_string()))?;
+        let (value, read) = decode_serde_prefix(input).map_err(CodecError)?;
         *input = &input[read..];
         Ok(value)
     }

@@ -1,207 +1,41 @@
 //! The receiver's side: apply each owner's updates (whole, in order) and mutations (newest value
-//! wins), and decide who owns what when owners hand over or leave.
+//! wins). Who may own what is decided in [`authority`](super::authority); the ids and owners
+//! live in [`NetIds`] and [`Ownership`].
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use bevy::platform::collections::{HashMap, HashSet};
+use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
 use bevy::time::Real;
 use bytes::Bytes;
 
-use super::codec::CodecError;
+use super::authority::{self, Authority, Fate, PendingClaim, Verdict};
+use super::net_ids::NetIds;
+use super::ownership::Ownership;
 use super::registry::{ErasedComponent, ReplicationRegistry};
-use super::send::SendState;
 use super::wire::{
-    FLAG_HAND_TO_HOST, FLAG_HOST_OWNED, KIND_MUTATE, KIND_UPDATE, UpdateOp, decode_mutate_header,
-    decode_update, read_group_header, read_wire,
+    GroupHeader, KIND_MUTATE, KIND_UPDATE, MutateHeader, Spawn, UpdateOp, decode_update, read_wire,
 };
 use super::{HandToHostOnLeave, HostOwned, NetId, Owner, Replicated, ReplicationConfig};
-use crate::PeerId;
-use crate::plugin::{ConnectedPeers, KindQueues, reject_input};
-use crate::session::InputError;
-use crate::wire::Reader;
+use crate::error::InputError;
+use crate::net::{ConnectedPeers, KindQueues, reject_input};
+use crate::peer::PeerId;
+use crate::wire::{Reader, WireError};
 
-/// A replica: an entity owned by another peer.
-#[derive(Debug)]
-struct Replica {
-    owner: PeerId,
-    /// The owner's number for it; `None` while it changes hands.
-    wire: Option<u32>,
-    flags: u8,
-    /// Handed over to this peer, whose spawn is awaited.
-    transfer_to: Option<PeerId>,
-    /// Its owner left; the host will take it.
-    orphaned: bool,
-    /// Owner's tick of the newest value applied, per component.
-    ticks: Vec<(u16, u32)>,
-}
-
-impl Replica {
-    fn tick(&self, component: u16) -> u32 {
-        self.ticks
-            .iter()
-            .find(|(c, _)| *c == component)
-            .map_or(0, |(_, t)| *t)
-    }
-
-    fn set_tick(&mut self, component: u16, tick: u32) {
-        match self.ticks.iter_mut().find(|(c, _)| *c == component) {
-            Some(entry) => entry.1 = tick,
-            None => self.ticks.push((component, tick)),
-        }
-    }
-}
-
+/// What arrived from one owner so far.
 #[derive(Debug, Default)]
-struct SenderState {
-    entities: HashMap<u32, Entity>,
+struct OwnerStream {
+    /// The newest of its update messages applied.
     update_tick: u32,
     /// Mutation messages waiting for the update they need: (needs, message).
     buffered: VecDeque<(u32, Bytes)>,
 }
 
-/// A spawn of an existing entity whose sender may not own it yet (the hand-over or the
-/// departure that would allow it has not arrived).
-#[derive(Debug)]
-struct PendingSpawn {
-    sender: PeerId,
-    since: Duration,
-    tick: u32,
-    wire: u32,
-    net_id: u64,
-    flags: u8,
-    components: Vec<(u16, Vec<u8>)>,
-}
-
-/// An entity made for a reference to a net id whose spawn has not arrived yet (another owner's
-/// entity, or one whose spawn is still on its way), so the reference points at the right
-/// entity once it does.
-#[derive(Debug)]
-struct Reservation {
-    entity: Entity,
-    /// Whose value referred to it: reservations count against that peer's limit.
-    by: PeerId,
-    since: Duration,
-}
-
-/// The receiving side's state.
+/// The receiving side's own state.
 #[derive(Resource, Default)]
 pub(crate) struct ReceiveState {
-    senders: HashMap<PeerId, SenderState>,
-    replicas: HashMap<Entity, Replica>,
-    /// Every net id known here and its entity; `local_to_net` is its inverse (one net id per
-    /// entity), so forgetting an entity does not scan the map.
-    net_to_local: HashMap<u64, Entity>,
-    local_to_net: HashMap<Entity, u64>,
-    reserved: HashMap<u64, Reservation>,
-    /// Reservations in the order they were made (so oldest first): expiry looks at the front
-    /// only. Entries of reservations already claimed are skipped when reached, and the queue is
-    /// rebuilt when they outnumber the live ones.
-    reserved_order: VecDeque<(Duration, u64)>,
-    reserved_by: HashMap<PeerId, usize>,
-    /// Senders told (in the log) that they reached the reservation limit, until they are below
-    /// it again: one warning per episode rather than one per value.
-    reservations_full: HashSet<PeerId>,
-    pending: Vec<PendingSpawn>,
-    orphans: HashSet<Entity>,
-    known: BTreeSet<PeerId>,
-}
-
-impl ReceiveState {
-    /// Whether a net id is in use here.
-    pub(crate) fn knows(&self, net_id: u64) -> bool {
-        self.net_to_local.contains_key(&net_id)
-    }
-
-    /// Records that `net_id` is `entity` here, replacing what either was bound to before.
-    fn bind(&mut self, net_id: u64, entity: Entity) {
-        if let Some(previous) = self.net_to_local.insert(net_id, entity)
-            && previous != entity
-        {
-            self.local_to_net.remove(&previous);
-        }
-        if let Some(previous) = self.local_to_net.insert(entity, net_id)
-            && previous != net_id
-        {
-            self.net_to_local.remove(&previous);
-        }
-    }
-
-    fn unbind(&mut self, entity: Entity) {
-        if let Some(net_id) = self.local_to_net.remove(&entity) {
-            self.net_to_local.remove(&net_id);
-        }
-    }
-
-    /// The entity `net_id` is bound to, unless that is only a reservation or no longer exists.
-    fn claimed(&self, world: &World, net_id: u64) -> Option<Entity> {
-        if self.reserved.contains_key(&net_id) {
-            return None;
-        }
-        let entity = *self.net_to_local.get(&net_id)?;
-        world.get_entity(entity).is_ok().then_some(entity)
-    }
-
-    /// Ends a reservation: its entity is now the spawned one, or given up.
-    fn end_reservation(&mut self, net_id: u64) -> Option<Entity> {
-        let reservation = self.reserved.remove(&net_id)?;
-        if let Some(count) = self.reserved_by.get_mut(&reservation.by) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.reserved_by.remove(&reservation.by);
-            }
-        }
-        self.reservations_full.remove(&reservation.by);
-        Some(reservation.entity)
-    }
-
-    /// The entity is gone here (despawned or no longer replicated).
-    pub(crate) fn forget_local(&mut self, entity: Entity) {
-        if let Some(replica) = self.replicas.remove(&entity)
-            && let Some(wire) = replica.wire
-            && let Some(sender) = self.senders.get_mut(&replica.owner)
-        {
-            sender.entities.remove(&wire);
-        }
-        self.unbind(entity);
-        self.orphans.remove(&entity);
-    }
-
-    /// The entity is owned here now (spawned here or taken over).
-    pub(crate) fn became_owned(&mut self, entity: Entity, net_id: u64) {
-        if let Some(replica) = self.replicas.remove(&entity)
-            && let Some(wire) = replica.wire
-            && let Some(sender) = self.senders.get_mut(&replica.owner)
-        {
-            sender.entities.remove(&wire);
-        }
-        self.orphans.remove(&entity);
-        self.bind(net_id, entity);
-    }
-
-    /// This peer handed the entity to `to`: it is a replica awaiting `to`'s spawn.
-    pub(crate) fn expect_hand_over(
-        &mut self,
-        entity: Entity,
-        net_id: u64,
-        flags: u8,
-        from: PeerId,
-        to: PeerId,
-    ) {
-        self.bind(net_id, entity);
-        self.replicas.insert(
-            entity,
-            Replica {
-                owner: from,
-                wire: None,
-                flags,
-                transfer_to: Some(to),
-                orphaned: false,
-                ticks: Vec::new(),
-            },
-        );
-    }
+    streams: HashMap<PeerId, OwnerStream>,
 }
 
 /// The receive system: runs in `PreUpdate`, in [`PeersyncSystems::Receive`](crate::PeersyncSystems).
@@ -215,35 +49,35 @@ pub(crate) fn receive(world: &mut World) {
     };
     let mut rejected = Vec::new();
     world.resource_scope(|world, mut state: Mut<ReceiveState>| {
-        world.resource_scope(|world, registry: Mut<ReplicationRegistry>| {
-            let mut ctx = Context {
-                world,
-                registry: &registry,
-                state: &mut state,
-                peers: &peers,
-                config: &config,
-                now,
-                rejected: &mut rejected,
-            };
-            let forgotten = std::mem::take(
-                &mut ctx
-                    .world
-                    .resource_mut::<super::send::LocalChanges>()
-                    .forgotten,
-            );
-            for entity in forgotten {
-                ctx.state.forget_local(entity);
-            }
-            ctx.handle_departures();
-            for message in updates {
-                ctx.apply_update(message.peer, &message.body);
-            }
-            for message in mutations {
-                ctx.mutation(message.peer, message.body);
-            }
-            ctx.settle_pending();
-            ctx.expire_reservations();
-            ctx.adopt_orphans();
+        world.resource_scope(|world, mut ownership: Mut<Ownership>| {
+            world.resource_scope(|world, mut net_ids: Mut<NetIds>| {
+                world.resource_scope(|world, mut authority: Mut<Authority>| {
+                    world.resource_scope(|world, registry: Mut<ReplicationRegistry>| {
+                        let mut apply = Apply {
+                            world,
+                            registry: &registry,
+                            streams: &mut state.streams,
+                            ownership: &mut ownership,
+                            net_ids: &mut net_ids,
+                            authority: &mut authority,
+                            peers: &peers,
+                            config: &config,
+                            now,
+                            rejected: &mut rejected,
+                        };
+                        apply.departures();
+                        for message in updates {
+                            apply.update(message.peer, &message.body);
+                        }
+                        for message in mutations {
+                            apply.mutation(message.peer, message.body);
+                        }
+                        apply.settle_pending();
+                        apply.expire_reservations();
+                        apply.adopt_orphans();
+                    });
+                });
+            });
         });
     });
     for (peer, error) in rejected {
@@ -251,96 +85,70 @@ pub(crate) fn receive(world: &mut World) {
     }
 }
 
-struct Context<'a> {
+/// One frame's work on the world.
+struct Apply<'a> {
     world: &'a mut World,
     registry: &'a ReplicationRegistry,
-    state: &'a mut ReceiveState,
+    streams: &'a mut HashMap<PeerId, OwnerStream>,
+    ownership: &'a mut Ownership,
+    net_ids: &'a mut NetIds,
+    authority: &'a mut Authority,
     peers: &'a ConnectedPeers,
     config: &'a ReplicationConfig,
     now: Duration,
     rejected: &'a mut Vec<(PeerId, InputError)>,
 }
 
-enum Verdict {
-    Accept,
-    Wait,
-    Refuse(String),
-}
-
-impl Context<'_> {
+impl Apply<'_> {
     fn reject(&mut self, peer: PeerId, error: InputError) {
         self.rejected.push((peer, error));
     }
 
     /// Peers that left: their entities are despawned, or wait for the host to take them.
-    fn handle_departures(&mut self) {
-        let current: BTreeSet<PeerId> = self.peers.ids().collect();
-        let gone: Vec<PeerId> = self.state.known.difference(&current).copied().collect();
-        self.state.known = current;
+    fn departures(&mut self) {
+        let gone = self.authority.departures(self.peers);
         if gone.is_empty() {
             return;
         }
-        let host = self.peers.host();
-        for peer in &gone {
-            self.state.senders.remove(peer);
-            self.state.pending.retain(|pending| pending.sender != *peer);
-        }
-        let affected: Vec<(Entity, u8)> = self
-            .state
-            .replicas
-            .iter()
-            .filter(|(_, replica)| match replica.transfer_to {
-                Some(to) => gone.contains(&to),
-                None => gone.contains(&replica.owner),
-            })
-            .map(|(entity, replica)| (*entity, replica.flags))
-            .collect();
-        for (entity, flags) in affected {
-            if flags & (FLAG_HOST_OWNED | FLAG_HAND_TO_HOST) != 0 && host.is_some() {
-                if let Some(replica) = self.state.replicas.get_mut(&entity) {
-                    replica.orphaned = true;
-                    replica.transfer_to = None;
-                    replica.wire = None;
-                }
-                self.state.orphans.insert(entity);
-            } else {
-                self.despawn(entity);
+        for (entity, fate) in authority::fates(self.ownership, &gone, self.peers.host()) {
+            match fate {
+                Fate::Orphan => self.ownership.orphan(entity),
+                Fate::Despawn => self.despawn(entity),
             }
+        }
+        for peer in &gone {
+            self.streams.remove(peer);
+            self.ownership.forget_owner(*peer);
         }
     }
 
     /// Orphans wait for the host; when that is us, we take them.
     fn adopt_orphans(&mut self) {
-        if self.state.orphans.is_empty() || !self.peers.is_host() {
+        if !self.ownership.has_orphans() || !self.peers.is_host() {
             return;
         }
-        for entity in self.state.orphans.drain().collect::<Vec<_>>() {
+        for entity in self.ownership.take_orphans() {
             self.take_over(entity);
         }
     }
 
     /// Makes an entity ours: the send side announces it at the next network tick.
     fn take_over(&mut self, entity: Entity) {
-        if let Some(replica) = self.state.replicas.remove(&entity)
-            && let Some(wire) = replica.wire
-            && let Some(sender) = self.state.senders.get_mut(&replica.owner)
-        {
-            sender.entities.remove(&wire);
-        }
-        self.state.orphans.remove(&entity);
+        self.ownership.forget_replica(entity);
         if let Ok(mut target) = self.world.get_entity_mut(entity) {
             target.insert(Owner::Local);
         }
     }
 
     fn despawn(&mut self, entity: Entity) {
-        self.state.forget_local(entity);
+        self.ownership.forget(entity);
+        self.net_ids.unbind(entity);
         if let Ok(target) = self.world.get_entity_mut(entity) {
             target.despawn();
         }
     }
 
-    fn apply_update(&mut self, sender: PeerId, bytes: &[u8]) {
+    fn update(&mut self, sender: PeerId, bytes: &Bytes) {
         let message = match decode_update(bytes) {
             Ok(message) => message,
             Err(error) => {
@@ -351,35 +159,21 @@ impl Context<'_> {
         let tick = message.tick;
         for op in message.ops {
             match op {
-                UpdateOp::Spawn {
-                    wire,
-                    net_id,
-                    flags,
-                    components,
-                } => {
-                    let components = components
-                        .into_iter()
-                        .map(|(c, b)| (c, b.to_vec()))
-                        .collect();
-                    self.spawn(PendingSpawn {
-                        sender,
-                        since: self.now,
-                        tick,
-                        wire,
-                        net_id,
-                        flags,
-                        components,
-                    });
-                }
+                UpdateOp::Spawn(spawn) => self.spawn(PendingClaim {
+                    sender,
+                    since: self.now,
+                    tick,
+                    spawn,
+                }),
                 UpdateOp::Insert { wire, components } => {
-                    if let Some(entity) = self.entity_of(sender, wire) {
-                        for (component, bytes) in components {
-                            self.write(sender, entity, component, tick, bytes);
+                    if let Some(entity) = self.ownership.entity_of(sender, wire) {
+                        for value in components {
+                            self.write(sender, entity, value.component, tick, &value.bytes);
                         }
                     }
                 }
                 UpdateOp::Remove { wire, components } => {
-                    if let Some(entity) = self.entity_of(sender, wire) {
+                    if let Some(entity) = self.ownership.entity_of(sender, wire) {
                         for component in components {
                             if let Some(registration) = self.registry.get(component) {
                                 registration.erased.remove(self.world, entity);
@@ -388,188 +182,116 @@ impl Context<'_> {
                     }
                 }
                 UpdateOp::Despawn { wire } => {
-                    if let Some(entity) = self.entity_of(sender, wire) {
+                    if let Some(entity) = self.ownership.entity_of(sender, wire) {
                         self.despawn(entity);
                     }
                 }
                 UpdateOp::HandOver { wire, to } => {
-                    let Some(entity) = self.entity_of(sender, wire) else {
-                        continue;
-                    };
-                    if let Some(state) = self.state.senders.get_mut(&sender) {
-                        state.entities.remove(&wire);
-                    }
-                    if let Some(replica) = self.state.replicas.get_mut(&entity) {
-                        replica.wire = None;
-                        replica.transfer_to = Some(to);
-                    }
-                    if Some(to) == self.peers.local_id() {
+                    if let Some(entity) = self.ownership.handed_over(sender, wire, to)
+                        && Some(to) == self.peers.local_id()
+                    {
                         self.take_over(entity);
                     }
                 }
             }
         }
-        let state = self.state.senders.entry(sender).or_default();
-        state.update_tick = state.update_tick.max(tick);
+        let stream = self.streams.entry(sender).or_default();
+        stream.update_tick = stream.update_tick.max(tick);
         // Mutations that waited for this update.
-        let ready: Vec<Bytes> = {
-            let update_tick = state.update_tick;
-            let mut ready = Vec::new();
-            state.buffered.retain(|(needs, message)| {
-                if *needs <= update_tick {
-                    ready.push(message.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            ready
-        };
+        let update_tick = stream.update_tick;
+        let mut ready = Vec::new();
+        stream.buffered.retain(|(needs, message)| {
+            let due = *needs <= update_tick;
+            if due {
+                ready.push(message.clone());
+            }
+            !due
+        });
         for message in ready {
             self.apply_mutation(sender, &message);
         }
     }
 
-    fn entity_of(&self, sender: PeerId, wire: u32) -> Option<Entity> {
-        self.state
-            .senders
-            .get(&sender)?
-            .entities
-            .get(&wire)
-            .copied()
+    /// The entity a spawn's net id already names here, if it exists.
+    fn existing(&self, net_id: u64) -> Option<Entity> {
+        self.net_ids
+            .bound(net_id)
+            .filter(|entity| self.world.get_entity(*entity).is_ok())
     }
 
-    /// Whether `spawn` may make its sender the owner of the existing `entity`.
-    fn may_claim(&self, spawn: &PendingSpawn, entity: Entity) -> Verdict {
-        let sender = spawn.sender;
-        let host = self.peers.host();
-        let host_role = spawn.flags & (FLAG_HOST_OWNED | FLAG_HAND_TO_HOST) != 0;
-        if let Some(replica) = self.state.replicas.get(&entity) {
-            if replica.owner == sender && replica.transfer_to.is_none() && replica.wire.is_some() {
-                return Verdict::Accept; // the owner announcing it again
-            }
-            if replica.transfer_to == Some(sender) {
-                return Verdict::Accept;
-            }
-            if replica.orphaned && host == Some(sender) {
-                return Verdict::Accept;
-            }
-            if replica.flags & FLAG_HOST_OWNED != 0 && host == Some(sender) && host_role {
-                return Verdict::Accept;
-            }
-            return if self.peers.contains(replica.owner) || replica.transfer_to.is_some() {
-                Verdict::Wait
-            } else {
-                Verdict::Refuse(format!(
-                    "claims entity {:#x}, which it was not given",
-                    spawn.net_id
-                ))
-            };
-        }
-        // Owned here: only the host may take over an entity that follows the host.
-        let flags = self.world.get_entity(entity).map_or(0, |e| {
-            (if e.contains::<HostOwned>() {
-                FLAG_HOST_OWNED
-            } else {
-                0
-            }) | if e.contains::<HandToHostOnLeave>() {
-                FLAG_HAND_TO_HOST
-            } else {
-                0
-            }
-        });
-        if flags != 0 && host_role {
-            if host == Some(sender) {
-                return Verdict::Accept;
-            }
-            return Verdict::Wait;
-        }
-        Verdict::Refuse(format!(
-            "claims entity {:#x}, which is owned by this peer",
-            spawn.net_id
-        ))
-    }
-
-    fn spawn(&mut self, spawn: PendingSpawn) {
-        let existing = self.state.claimed(self.world, spawn.net_id);
-        let entity = match existing {
+    /// Applies a spawn: a new replica, or a claim on an existing entity.
+    fn spawn(&mut self, claim: PendingClaim) {
+        let PendingClaim { sender, tick, .. } = claim;
+        let entity = match self.existing(claim.spawn.net_id) {
             Some(entity) => {
-                match self.may_claim(&spawn, entity) {
-                    Verdict::Accept => {}
-                    Verdict::Wait => {
-                        self.state.pending.push(spawn);
-                        return;
-                    }
+                let verdict = authority::may_claim(
+                    self.ownership,
+                    self.world,
+                    self.peers,
+                    sender,
+                    &claim.spawn,
+                    entity,
+                );
+                match verdict {
+                    Verdict::Accept => self.change_hands(sender, &claim.spawn, entity),
+                    Verdict::Wait => return self.authority.wait(claim),
                     Verdict::Refuse(reason) => {
-                        self.reject(spawn.sender, InputError::Unauthorized(reason));
-                        return;
+                        return self.reject(sender, InputError::Unauthorized(reason));
                     }
                 }
-                // It changes hands: it is no longer ours, nor the previous owner's.
-                let mut send = self.world.resource_mut::<SendState>();
-                send.owned.remove(&entity);
-                self.state.forget_local(entity);
-                self.state.bind(spawn.net_id, entity);
-                let mut target = self.world.entity_mut(entity);
-                target.insert(Owner::Peer(spawn.sender));
-                // A spawn is the whole state: components it does not list are gone.
-                for (index, registration) in self.registry.components.iter().enumerate() {
-                    if !spawn
-                        .components
-                        .iter()
-                        .any(|(c, _)| usize::from(*c) == index)
-                    {
-                        registration.erased.remove(self.world, entity);
-                    }
-                }
-                entity
             }
-            None => {
-                // An entity already made for references to it becomes the replica.
-                let reserved = self
-                    .state
-                    .end_reservation(spawn.net_id)
-                    .filter(|entity| self.world.get_entity(*entity).is_ok());
-                let bundle = (Replicated, Owner::Peer(spawn.sender), NetId(spawn.net_id));
-                let mut target = match reserved {
-                    Some(entity) => {
-                        let mut target = self.world.entity_mut(entity);
-                        target.insert(bundle);
-                        target
-                    }
-                    None => self.world.spawn(bundle),
-                };
-                if spawn.flags & FLAG_HOST_OWNED != 0 {
-                    target.insert(HostOwned);
-                }
-                if spawn.flags & FLAG_HAND_TO_HOST != 0 {
-                    target.insert(HandToHostOnLeave);
-                }
-                let entity = target.id();
-                self.state.bind(spawn.net_id, entity);
-                entity
-            }
+            None => self.new_replica(sender, &claim.spawn),
         };
-        self.state.replicas.insert(
-            entity,
-            Replica {
-                owner: spawn.sender,
-                wire: Some(spawn.wire),
-                flags: spawn.flags,
-                transfer_to: None,
-                orphaned: false,
-                ticks: Vec::new(),
-            },
-        );
-        self.state
-            .senders
-            .entry(spawn.sender)
-            .or_default()
-            .entities
-            .insert(spawn.wire, entity);
-        for (component, bytes) in &spawn.components {
-            self.write(spawn.sender, entity, *component, spawn.tick, bytes);
+        for value in &claim.spawn.components {
+            self.write(sender, entity, value.component, tick, &value.bytes);
         }
+    }
+
+    /// An existing entity becomes `sender`'s.
+    fn change_hands(&mut self, sender: PeerId, spawn: &Spawn, entity: Entity) -> Entity {
+        self.ownership
+            .add_replica(entity, sender, spawn.wire, spawn.flags);
+        self.net_ids.bind(spawn.net_id, entity);
+        self.world.entity_mut(entity).insert(Owner::Peer(sender));
+        // A spawn is the whole state: components it does not list are gone.
+        for (index, registration) in self.registry.components.iter().enumerate() {
+            if !spawn
+                .components
+                .iter()
+                .any(|value| usize::from(value.component) == index)
+            {
+                registration.erased.remove(self.world, entity);
+            }
+        }
+        entity
+    }
+
+    /// A replica for an id not spawned here yet: the entity made for references to it, if any.
+    fn new_replica(&mut self, sender: PeerId, spawn: &Spawn) -> Entity {
+        let reserved = self
+            .net_ids
+            .claim_reservation(spawn.net_id)
+            .filter(|entity| self.world.get_entity(*entity).is_ok());
+        let bundle = (Replicated, Owner::Peer(sender), NetId(spawn.net_id));
+        let mut target = match reserved {
+            Some(entity) => {
+                let mut target = self.world.entity_mut(entity);
+                target.insert(bundle);
+                target
+            }
+            None => self.world.spawn(bundle),
+        };
+        if spawn.flags.host_owned {
+            target.insert(HostOwned);
+        }
+        if spawn.flags.hand_to_host {
+            target.insert(HandToHostOnLeave);
+        }
+        let entity = target.id();
+        self.net_ids.bind(spawn.net_id, entity);
+        self.ownership
+            .add_replica(entity, sender, spawn.wire, spawn.flags);
+        entity
     }
 
     /// Decodes a whole value (its bytes are exactly one value) onto an entity.
@@ -577,49 +299,42 @@ impl Context<'_> {
         let Some(registration) = self.registry.get(component) else {
             self.reject(
                 sender,
-                InputError::Malformed(crate::WireError::OutOfRange("component index")),
+                InputError::Malformed(WireError::OutOfRange("component index")),
             );
             return;
         };
         let mut input = bytes;
         let result = self.decode_onto(sender, &*registration.erased, entity, &mut input);
-        match result {
+        let error = match result {
             Ok(()) if input.is_empty() => {
-                if let Some(replica) = self.state.replicas.get_mut(&entity) {
+                if let Some(replica) = self.ownership.replica_mut(entity) {
                     replica.set_tick(component, tick);
                 }
+                return;
             }
-            Ok(()) => self.reject(
-                sender,
-                InputError::Decode {
-                    type_name: registration.name,
-                    error: format!("{} bytes left over", input.len()),
-                },
-            ),
-            Err(error) => self.reject(
-                sender,
-                InputError::Decode {
-                    type_name: registration.name,
-                    error: error.0,
-                },
-            ),
-        }
+            Ok(()) => format!("{} bytes left over", input.len()),
+            Err(error) => error.0,
+        };
+        self.reject(
+            sender,
+            InputError::Decode {
+                type_name: registration.name,
+                error,
+            },
+        );
     }
 
     fn mutation(&mut self, sender: PeerId, message: Bytes) {
-        let needs = match decode_mutate_header(&mut Reader::new(&message)) {
+        let needs = match MutateHeader::decode(&mut Reader::new(&message)) {
             Ok(header) => header.needs,
-            Err(error) => {
-                self.reject(sender, InputError::Malformed(error));
-                return;
-            }
+            Err(error) => return self.reject(sender, InputError::Malformed(error)),
         };
         let limit = self.config.mutation_buffer;
-        let state = self.state.senders.entry(sender).or_default();
-        if state.update_tick < needs {
-            state.buffered.push_back((needs, message));
-            while state.buffered.len() > limit {
-                state.buffered.pop_front();
+        let stream = self.streams.entry(sender).or_default();
+        if stream.update_tick < needs {
+            stream.buffered.push_back((needs, message));
+            while stream.buffered.len() > limit {
+                stream.buffered.pop_front();
             }
             return;
         }
@@ -634,26 +349,25 @@ impl Context<'_> {
 
     fn try_apply_mutation(&mut self, sender: PeerId, message: &[u8]) -> Result<(), InputError> {
         let mut reader = Reader::new(message);
-        let header = decode_mutate_header(&mut reader)?;
+        let header = MutateHeader::decode(&mut reader)?;
         while !reader.is_empty() {
-            let (component, count) = read_group_header(&mut reader)?;
-            let registration = self.registry.get(component).ok_or(InputError::Malformed(
-                crate::WireError::OutOfRange("component index"),
-            ))?;
-            // Each entry takes at least one byte, so the input bounds the loop, not `count`.
-            for _ in 0..count {
+            let group = GroupHeader::decode(&mut reader)?;
+            let registration = self
+                .registry
+                .get(group.component)
+                .ok_or(InputError::Malformed(WireError::OutOfRange(
+                    "component index",
+                )))?;
+            // Each entry takes at least one byte, so the input bounds the loop, not the count.
+            for _ in 0..group.count {
                 let wire = read_wire(&mut reader)?;
                 let mut input = reader.rest();
-                // Newer than what was applied: record its tick now (one lookup, not two). If the
-                // value then fails to decode, the whole message is rejected as malformed.
-                let target = self.entity_of(sender, wire).filter(|entity| {
-                    self.state.replicas.get_mut(entity).is_some_and(|replica| {
-                        let newer = header.tick > replica.tick(component);
-                        if newer {
-                            replica.set_tick(component, header.tick);
-                        }
-                        newer
-                    })
+                // Newer than what was applied: its tick is recorded now (one lookup, not two).
+                // If the value then fails to decode, the whole message is rejected as malformed.
+                let target = self.ownership.entity_of(sender, wire).filter(|entity| {
+                    self.ownership
+                        .replica_mut(*entity)
+                        .is_some_and(|replica| replica.advance(group.component, header.tick))
                 });
                 let decoded = match target {
                     Some(entity) => {
@@ -673,153 +387,72 @@ impl Context<'_> {
     }
 
     /// Decodes a value onto `entity`, translating the entity references in it (the sender's
-    /// [`NetId`] bits) to this world's entities. A reference to a net id not seen here yet gets
-    /// an empty entity that the spawn, when it arrives, turns into the replica: references
-    /// across owners hold even when the referenced entity's spawn comes later (a late joiner
-    /// gets each owner's state separately). Past the reservation limit, or for a reference the
-    /// sender could not translate, the field becomes [`Entity::PLACEHOLDER`].
+    /// [`NetId`] bits) to this world's entities before it is written. A reference to a net id
+    /// not seen here yet gets an empty entity that the spawn, when it arrives, turns into the
+    /// replica: references across owners hold even when the referenced entity's spawn comes
+    /// later (a late joiner gets each owner's state separately). Past the reservation limit, or
+    /// for a reference the sender could not translate, the field becomes
+    /// [`Entity::PLACEHOLDER`].
     fn decode_onto(
         &mut self,
         sender: PeerId,
         erased: &dyn ErasedComponent,
         entity: Entity,
         input: &mut &[u8],
-    ) -> Result<(), CodecError> {
-        let start = *input;
-        let mut unknown = Vec::new();
-        let result = self.decode_mapped(erased, entity, input, &mut unknown);
-        if result.is_err() || unknown.is_empty() {
-            return result;
-        }
-        let mut reserved_any = false;
-        for net_id in unknown.drain(..) {
-            reserved_any |= self.reserve(sender, net_id);
-        }
-        if !reserved_any {
-            return result;
-        }
-        // Again, now that the references resolve: decoding is deterministic, so this consumes
-        // the same bytes. References still unknown (past the limit) stay placeholders.
-        *input = start;
-        self.decode_mapped(erased, entity, input, &mut unknown)
-    }
-
-    /// Decodes a value onto `entity` with its references mapped; the net ids it refers to that
-    /// are not known here go to `unknown` (and their fields become placeholders).
-    fn decode_mapped(
-        &mut self,
-        erased: &dyn ErasedComponent,
-        entity: Entity,
-        input: &mut &[u8],
-        unknown: &mut Vec<u64>,
-    ) -> Result<(), CodecError> {
-        let net_to_local = &self.state.net_to_local;
-        let mut to_local = |e: Entity| {
-            if e == Entity::PLACEHOLDER {
-                return e;
+    ) -> Result<(), super::codec::CodecError> {
+        let (net_ids, now) = (&mut *self.net_ids, self.now);
+        let limit = self.config.max_unresolved_references;
+        let mut to_local = |world: &mut World, net: Entity| {
+            if net == Entity::PLACEHOLDER {
+                return net;
             }
-            net_to_local.get(&e.to_bits()).copied().unwrap_or_else(|| {
-                unknown.push(e.to_bits());
-                Entity::PLACEHOLDER
-            })
+            net_ids
+                .reserve(sender, net.to_bits(), now, limit, || {
+                    world.spawn_empty().id()
+                })
+                .unwrap_or(Entity::PLACEHOLDER)
         };
         erased.decode_into(self.world, entity, &mut to_local, input)
     }
 
-    /// Makes an empty entity stand for `net_id` until its spawn arrives; false when `sender` has
-    /// used up its reservations.
-    fn reserve(&mut self, sender: PeerId, net_id: u64) -> bool {
-        if self.state.net_to_local.contains_key(&net_id) {
-            return true; // the same reference twice in one value
-        }
-        let count = self.state.reserved_by.entry(sender).or_default();
-        if *count >= self.config.max_unresolved_references {
-            if self.state.reservations_full.insert(sender) {
-                tracing::warn!(
-                    "{sender} refers to more than {} entities this peer has not received; \
-                     further such references become placeholders \
-                     (ReplicationConfig::max_unresolved_references)",
-                    self.config.max_unresolved_references
-                );
-            }
-            return false;
-        }
-        *count += 1;
-        let entity = self.world.spawn_empty().id();
-        self.state.reserved.insert(
-            net_id,
-            Reservation {
-                entity,
-                by: sender,
-                since: self.now,
-            },
-        );
-        self.state.reserved_order.push_back((self.now, net_id));
-        let state = &mut *self.state;
-        if state.reserved_order.len() > 2 * state.reserved.len() + 64 {
-            let mut live: Vec<(Duration, u64)> = state
-                .reserved
-                .iter()
-                .map(|(net_id, r)| (r.since, *net_id))
-                .collect();
-            live.sort_unstable();
-            state.reserved_order = live.into();
-        }
-        self.state.bind(net_id, entity);
-        true
-    }
-
-    /// Reservations whose spawn never came (the entity was despawned before the reference
-    /// arrived, or the reference was garbage): their entities go, and references to them
-    /// dangle as references to any despawned entity do.
+    /// Reservations whose spawn never came are given up.
     fn expire_reservations(&mut self) {
         let timeout = self.config.unresolved_reference_timeout;
-        while let Some(&(since, net_id)) = self.state.reserved_order.front() {
-            if self.now.saturating_sub(since) < timeout {
-                break;
-            }
-            self.state.reserved_order.pop_front();
-            // A claimed reservation, or an earlier one for an id reserved again since.
-            if self
-                .state
-                .reserved
-                .get(&net_id)
-                .is_none_or(|r| r.since != since)
-            {
-                continue;
-            }
-            if let Some(entity) = self.state.end_reservation(net_id) {
-                self.state.unbind(entity);
-                if let Ok(target) = self.world.get_entity_mut(entity) {
-                    target.despawn();
-                }
+        for entity in self.net_ids.expire(self.now, timeout) {
+            if let Ok(target) = self.world.get_entity_mut(entity) {
+                target.despawn();
             }
         }
     }
 
     /// Claims that had to wait: taken once allowed, refused when they waited too long.
     fn settle_pending(&mut self) {
-        if self.state.pending.is_empty() {
+        if !self.authority.has_pending() {
             return;
         }
-        for spawn in std::mem::take(&mut self.state.pending) {
-            let verdict = match self.state.claimed(self.world, spawn.net_id) {
-                Some(entity) => self.may_claim(&spawn, entity),
+        for claim in self.authority.take_pending() {
+            let verdict = match self.existing(claim.spawn.net_id) {
+                Some(entity) => authority::may_claim(
+                    self.ownership,
+                    self.world,
+                    self.peers,
+                    claim.sender,
+                    &claim.spawn,
+                    entity,
+                ),
                 None => Verdict::Accept,
             };
             match verdict {
-                Verdict::Accept => self.spawn(spawn),
-                Verdict::Wait
-                    if self.now.saturating_sub(spawn.since) < self.config.handover_timeout =>
-                {
-                    self.state.pending.push(spawn);
+                Verdict::Accept => self.spawn(claim),
+                Verdict::Wait if !authority::expired(&claim, self.now, self.config) => {
+                    self.authority.wait(claim);
                 }
                 Verdict::Wait | Verdict::Refuse(_) => {
                     let reason = format!(
                         "claims entity {:#x} without its owner handing it over",
-                        spawn.net_id
+                        claim.spawn.net_id
                     );
-                    self.reject(spawn.sender, InputError::Unauthorized(reason));
+                    self.reject(claim.sender, InputError::Unauthorized(reason));
                 }
             }
         }

@@ -10,12 +10,17 @@ use bevy::ecs::query::QueryState;
 use bevy::prelude::*;
 
 use super::codec::{CodecError, ComponentCodec};
+use super::local_changes::LocalChanges;
 use super::{Owner, Replicated};
 use crate::protocol::ProtocolRegistry;
 
-/// Entity translation for mapped components: local entities to net ids on the way out, back on
-/// the way in.
+/// Entity translation for mapped components on the way out: local entities to the `Entity`
+/// form of their net ids.
 pub(crate) type EntityMap<'a> = &'a mut dyn FnMut(Entity) -> Entity;
+
+/// Entity translation on the way in: the `Entity` form of a net id to the local entity. It gets
+/// the world so that it can make an entity for an id not seen yet (a reservation).
+pub(crate) type EntityResolver<'a> = &'a mut dyn FnMut(&mut World, Entity) -> Entity;
 
 struct FnMapper<'a>(EntityMap<'a>);
 
@@ -68,12 +73,14 @@ pub(crate) trait ErasedComponent: Send + Sync {
         out: &mut Vec<u8>,
     ) -> bool;
 
-    /// Decodes a value and writes it to the entity (inserting or overwriting).
+    /// Decodes a value, translates its entity references with `to_local`, and only then writes
+    /// it to the entity (inserting or overwriting), so observers and change detection never see
+    /// a half-translated value.
     fn decode_into(
         &self,
         world: &mut World,
         entity: Entity,
-        to_local: EntityMap<'_>,
+        to_local: EntityResolver<'_>,
         input: &mut &[u8],
     ) -> Result<(), CodecError>;
 
@@ -146,12 +153,12 @@ impl<C: Component<Mutability = Mutable>> ErasedComponent for Typed<C> {
         &self,
         world: &mut World,
         entity: Entity,
-        to_local: EntityMap<'_>,
+        to_local: EntityResolver<'_>,
         input: &mut &[u8],
     ) -> Result<(), CodecError> {
         let mut value = self.codec.decode(input)?;
         if let Some(map) = self.map {
-            map(&mut value, to_local);
+            map(&mut value, &mut |net| to_local(world, net));
         }
         let Ok(mut target) = world.get_entity_mut(entity) else {
             return Ok(());
@@ -260,7 +267,7 @@ pub(crate) fn register<C: Component<Mutability = Mutable>>(
         if map.is_some() { "mapped" } else { "plain" }
     ));
     app.add_observer(
-        move |removed: On<Remove, C>, mut changes: ResMut<super::send::LocalChanges>| {
+        move |removed: On<Remove, C>, mut changes: ResMut<LocalChanges>| {
             changes.component_removed(removed.entity, index);
         },
     );

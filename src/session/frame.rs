@@ -12,6 +12,7 @@
 //! Pieces of one message are always sent back to back on the ordered channel, so the receiver
 //! needs no piece numbers: it appends until `total` bytes have arrived.
 
+use crate::error::InputError;
 use crate::wire::{Reader, WireError, put_varint, varint_len};
 
 pub(crate) const TAG_MESSAGE: u8 = 0x01;
@@ -173,6 +174,15 @@ pub(crate) enum FrameError {
 impl From<WireError> for FrameError {
     fn from(error: WireError) -> Self {
         FrameError::Wire(error)
+    }
+}
+
+impl From<FrameError> for InputError {
+    fn from(error: FrameError) -> Self {
+        match error {
+            FrameError::Wire(error) => InputError::Malformed(error),
+            FrameError::UnknownFrame(tag) => InputError::UnknownFrame(tag),
+        }
     }
 }
 

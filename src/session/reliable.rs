@@ -4,10 +4,10 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::InputError;
 use super::frame::{
     Frame, message_overhead, read_frame, write_fragment_begin, write_fragment_more, write_message,
 };
+use crate::error::InputError;
 use crate::wire::{Reader, varint_len};
 
 /// A piece shorter than this is not worth starting at the end of a packet.

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::InputError;
 use super::frame::{
     AckHeader, Frame, UnreliableHeader, message_overhead, read_frame, write_message, write_ping,
 };
+use crate::error::InputError;
 use crate::wire::Reader;
 
 /// How many packets back the duplicate filter remembers.

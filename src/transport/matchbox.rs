@@ -8,8 +8,9 @@ use futures::channel::oneshot;
 use matchbox_socket::{ChannelConfig, RtcIceServerConfig, WebRtcSocket, WebRtcSocketBuilder};
 
 use super::{LinkEvent, Packet, SocketState, Transport, TransportIo};
+use crate::channel::Channel;
+use crate::peer::PeerId;
 use crate::platform::{Background, spawn_background};
-use crate::{Channel, PeerId};
 
 /// ICE servers: how peers find a path to each other across NATs.
 ///

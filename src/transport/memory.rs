@@ -9,7 +9,9 @@ use std::time::Duration;
 use bevy::platform::time::Instant;
 
 use super::{LinkEvent, Packet, SocketState, Transport, TransportIo};
-use crate::{Channel, PeerId};
+use crate::channel::Channel;
+use crate::peer::PeerId;
+use crate::rng::SplitMix64;
 
 /// What a link does to packets: the faults of a real network, drawn from a seeded generator.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,33 +43,6 @@ impl LinkConditioner {
 impl Default for LinkConditioner {
     fn default() -> Self {
         Self::PERFECT
-    }
-}
-
-/// A small, fast, seedable generator (SplitMix64): the conditioner's only source of chance.
-#[derive(Debug, Clone)]
-pub(crate) struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub(crate) fn unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    fn chance(&mut self, p: f32) -> bool {
-        p > 0.0 && self.unit() < p
     }
 }
 

@@ -1,15 +1,12 @@
 //! Under loss, latency, jitter, reordering and duplication, every peer ends up holding exactly
 //! what the owners hold, within a second of the last change.
 
-#[path = "support/sim.rs"]
-mod sim;
-
 use std::time::Duration;
 
+use crate::support::sim::*;
 use bevy::prelude::*;
 use bevy_peersync::LinkConditioner;
 use bevy_peersync::prelude::*;
-use sim::*;
 
 /// Entities this app spawned for the script, by index.
 #[derive(Component)]

@@ -1,14 +1,13 @@
 //! A transport that also sends whatever a test slips into it: a peer that misbehaves on
 //! purpose, for tests of what the others do about it.
 
-#![allow(dead_code)]
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bevy_peersync::transport::memory::MemoryTransport;
+use bevy_peersync::transport::MemoryTransport;
+use bevy_peersync::transport::Transport;
 use bevy_peersync::transport::{Packet, TransportIo};
-use bevy_peersync::{Channel, PeerId, SocketState, Transport};
+use bevy_peersync::{Channel, PeerId, SocketState};
 use bytes::Bytes;
 
 pub struct Hostile {

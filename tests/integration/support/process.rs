@@ -1,8 +1,6 @@
 //! Child processes for tests that run the demo (and a browser): their output collected line by
 //! line so a test can poll it against a deadline.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -2,26 +2,28 @@
 //! headless demo in one room: each receives the other's replicated player and its greeting (a
 //! reliable message).
 //!
-//! Needs the browser build in `target/web` (`PROFILE=debug web/build.sh`, which `./ci.sh` runs)
-//! and Debian's `chromium`.
-
-#[path = "support/process.rs"]
-mod process;
+//! Needs the browser build in `<cargo target dir>/web` (`PROFILE=debug web/build.sh`, which
+//! `./ci.sh` runs) and Debian's `chromium`.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::process::{Watched, demo_binary};
 use peersync_lobby::{LobbyConfig, LobbyThread};
-use process::{Watched, demo_binary};
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// `web/build.sh` builds into `<target dir>/web`; this test binary is `<target dir>/<profile>/deps/…`.
+fn site() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .nth(3)
+        .expect("the test binary lives in <target dir>/<profile>/deps")
+        .join("web")
 }
 
 #[test]
 fn the_browser_demo_and_a_native_demo_see_each_other() {
-    let site = workspace().join("target/web");
+    let site = site();
     assert!(
         site.join("demo_bg.wasm").exists(),
         "the browser build is missing: run `PROFILE=debug web/build.sh` (./ci.sh does)"

@@ -1,16 +1,13 @@
 //! Typed messages between three apps over real WebRTC: reliable ones arrive complete and in
 //! order (big ones too), unreliable ones arrive, and what cannot be sent is refused at once.
 
-#[path = "support/harness.rs"]
-mod harness;
-
 use std::time::Duration;
 
+use crate::support::harness::*;
 use bevy::ecs::system::RunSystemOnce;
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
 use bevy_peersync::{SendError, SessionConfig};
-use harness::*;
 use serde::{Deserialize, Serialize};
 
 /// Small numbered messages with a big one among them, all of one type so their order can be

@@ -1,16 +1,13 @@
 //! `Entity` fields of replicated components point at the receiver's own copy of the entity.
 
-#[path = "support/sim.rs"]
-mod sim;
-
 use std::time::Duration;
 
+use crate::support::sim::*;
 use bevy::ecs::entity::{EntityMapper, MapEntities};
 use bevy::prelude::*;
 use bevy_peersync::LinkConditioner;
 use bevy_peersync::prelude::*;
 use serde::{Deserialize, Serialize};
-use sim::*;
 
 /// Who an entity follows.
 #[derive(Component, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -171,7 +168,7 @@ fn a_reference_holds_when_the_referenced_entity_arrives_after_it() {
 
 fn setup_short_wait(app: &mut App) {
     setup(app);
-    app.insert_resource(bevy_peersync::ReplicationConfig {
+    app.insert_resource(bevy_peersync::replication::ReplicationConfig {
         unresolved_reference_timeout: Duration::from_secs(2),
         max_unresolved_references: 1,
         ..default()

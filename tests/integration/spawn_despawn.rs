@@ -1,14 +1,11 @@
 //! Spawns, insertions, removals and despawns reach every peer, each tick's changes together.
 
-#[path = "support/sim.rs"]
-mod sim;
-
 use std::time::Duration;
 
+use crate::support::sim::*;
 use bevy::prelude::*;
 use bevy_peersync::LinkConditioner;
 use bevy_peersync::prelude::*;
-use sim::*;
 
 fn two_peers() -> Sim {
     let mut sim = Sim::new(5, LinkConditioner::PERFECT, 2, replicate_basics);

@@ -1,13 +1,10 @@
 //! Three headless demo processes in one room see each other's players and greetings.
 
-#[path = "support/process.rs"]
-mod process;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::process::{Watched, demo_binary};
 use peersync_lobby::{LobbyConfig, LobbyThread};
-use process::{Watched, demo_binary};
 
 fn start_demo(lobby: &str) -> Watched {
     Watched::spawn(

@@ -1,21 +1,16 @@
 //! Only an entity's owner changes it: a peer that claims someone else's entity is rejected and
 //! reported; an owner can hand an entity over, and then only the new owner counts.
 
-#[path = "support/hostile.rs"]
-mod hostile;
-#[path = "support/sim.rs"]
-mod sim;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::hostile::*;
+use crate::support::sim::*;
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
+use bevy_peersync::fuzzing::{KIND_UPDATE, forged_spawn};
 use bevy_peersync::prelude::*;
-use bevy_peersync::replication::wire::{KIND_UPDATE, UpdateMessage, UpdateOp};
 use bevy_peersync::{InputError, LinkConditioner};
-use hostile::*;
-use sim::*;
 
 #[derive(Resource, Default)]
 struct Rejections(Vec<(PeerId, InputError)>);
@@ -23,7 +18,7 @@ struct Rejections(Vec<(PeerId, InputError)>);
 fn setup(app: &mut App) {
     replicate_basics(app);
     app.init_resource::<Rejections>()
-        .insert_resource(bevy_peersync::ReplicationConfig {
+        .insert_resource(bevy_peersync::replication::ReplicationConfig {
             handover_timeout: Duration::from_millis(500),
             ..Default::default()
         })
@@ -77,21 +72,11 @@ fn a_claim_on_someone_elses_entity_is_rejected_and_the_owner_keeps_it() {
     // The attacker announces the entity as its own, with health 0.
     let mut health = Vec::new();
     bevy_peersync::replication::codec::ComponentCodec::<Health>::encode(
-        &bevy_peersync::replication::SerdeCodec,
+        &bevy_peersync::replication::codec::SerdeCodec,
         &Health(0),
         &mut health,
     );
-    let mut forged = Vec::new();
-    UpdateMessage {
-        tick: 1_000_000,
-        ops: vec![UpdateOp::Spawn {
-            wire: 1,
-            net_id,
-            flags: 0,
-            components: vec![(1, &health)],
-        }],
-    }
-    .encode(&mut forged);
+    let forged = forged_spawn(1_000_000, 1, net_id, &[(1, &health)]);
     let victim = local_id(&sim.apps[1]);
     inject
         .lock()

@@ -1,14 +1,11 @@
 //! Replication over real WebRTC through the lobby: three apps each spawn and move an entity, and
 //! all three converge on the owners' state.
 
-#[path = "support/harness.rs"]
-mod harness;
-
 use std::time::Duration;
 
+use crate::support::harness::*;
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
-use harness::*;
 
 /// Marks the entity an app moves.
 #[derive(Component)]

@@ -1,15 +1,12 @@
 //! Two builds that registered different components refuse each other, with a reason, on both
 //! sides.
 
-#[path = "support/sim.rs"]
-mod sim;
-
 use std::time::Duration;
 
+use crate::support::sim::{Health, Tag};
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
 use bevy_peersync::{LinkConditioner, MemoryNetwork, PeerRefused};
-use sim::{Health, Tag};
 
 #[derive(Resource, Default)]
 struct Refusals(Vec<String>);

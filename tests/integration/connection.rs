@@ -1,14 +1,11 @@
 //! Peers find each other through the lobby and connect over real WebRTC; leaving and failing
 //! are seen.
 
-#[path = "support/harness.rs"]
-mod harness;
-
 use std::time::Duration;
 
+use crate::support::harness::*;
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
-use harness::*;
 
 #[test]
 fn three_apps_see_each_other_and_a_closed_one_leaves() {

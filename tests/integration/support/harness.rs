@@ -1,7 +1,5 @@
 //! Shared by the integration tests: a lobby, headless apps, and polling with a deadline.
 
-#![allow(dead_code)]
-
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;

@@ -1,14 +1,11 @@
 //! A peer that joins a running room gets the full current state, then the changes.
 
-#[path = "support/sim.rs"]
-mod sim;
-
 use std::time::Duration;
 
+use crate::support::sim::*;
 use bevy::prelude::*;
 use bevy_peersync::LinkConditioner;
 use bevy_peersync::prelude::*;
-use sim::*;
 
 #[derive(Component)]
 struct Spinning;

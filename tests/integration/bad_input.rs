@@ -1,22 +1,17 @@
 //! A peer that sends garbage is reported and counted, never panics anyone, and everyone keeps
 //! playing: the garbage's receiver, the sender itself, and the others.
 
-#[path = "support/harness.rs"]
-mod harness;
-#[path = "support/hostile.rs"]
-mod hostile;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::harness::*;
+use crate::support::hostile::Hostile;
 use bevy::ecs::system::RunSystemOnce;
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
 use bevy_peersync::transport::Packet;
 use bevy_peersync::{InputError, MemoryNetwork};
 use bytes::Bytes;
-use harness::*;
-use hostile::Hostile;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

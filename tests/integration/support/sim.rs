@@ -1,15 +1,13 @@
 //! Deterministic simulations: apps on a [`MemoryNetwork`] with a manual clock, stepped in lock
 //! step (each app's `Time<Real>` and the network's clock advance by the same `dt`).
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use bevy_peersync::prelude::*;
-use bevy_peersync::replication::ComponentCodec;
+use bevy_peersync::replication::codec::ComponentCodec;
 use bevy_peersync::{LinkConditioner, MemoryNetwork};
 use serde::{Deserialize, Serialize};
 

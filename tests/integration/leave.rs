@@ -1,15 +1,12 @@
 //! When an owner leaves, its entities are despawned everywhere, or taken over by the host when
 //! marked so; world entities follow the host.
 
-#[path = "support/sim.rs"]
-mod sim;
-
 use std::time::Duration;
 
+use crate::support::sim::*;
 use bevy::prelude::*;
 use bevy_peersync::LinkConditioner;
 use bevy_peersync::prelude::*;
-use sim::*;
 
 fn three() -> Sim {
     let mut sim = Sim::new(

@@ -1,0 +1,226 @@
+//! The shared net layer under messages and replication: the socket, the endpoint, the peers as
+//! entities, the lifecycle events, the per-kind message queues, and the systems that move
+//! packets between the transport and the endpoint each frame.
+//!
+//! Messages and replication only ever talk to this layer (and never to each other): they read
+//! their kinds from [`KindQueues`] in [`PeersyncSystems::Receive`], queue what they send on
+//! [`NetEndpoint`] in [`PeersyncSystems::Send`], and report bad input with [`reject_input`].
+
+mod events;
+mod peers;
+mod queues;
+mod socket;
+
+use std::sync::Mutex;
+
+use bevy::prelude::*;
+use bevy::time::Real;
+use tracing::{info, warn};
+
+pub use self::events::{
+    PeerConnected, PeerDisconnected, PeerInputRejected, PeerRefused, SocketStateChanged,
+};
+pub use self::peers::{ConnectedPeers, Peer, PeerStats};
+pub(crate) use self::queues::KindQueues;
+pub use self::socket::PeerSocket;
+use crate::endpoint::{Endpoint, EndpointEvent};
+use crate::error::InputError;
+use crate::peer::PeerId;
+use crate::protocol::ProtocolRegistry;
+use crate::session::SessionConfig;
+use crate::transport::{SocketState, TransportIo};
+
+/// Where the plugin's systems run. Receiving happens in `PreUpdate`, so `Update` sees this
+/// frame's messages; sending in `PostUpdate`, so it sends what `Update` did.
+#[derive(SystemSet, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeersyncSystems {
+    /// `PreUpdate`: the transport hands over what arrived; the endpoint turns it into peers
+    /// (the [`Peer`] entities, [`PeerConnected`], [`PeerDisconnected`]) and into messages
+    /// waiting for their decoders.
+    ReceivePackets,
+    /// `PreUpdate`, after `ReceivePackets`: messages are decoded (`FromPeer<M>`) and
+    /// replicated state is applied to the world.
+    Receive,
+    /// `PostUpdate`: messages and replicated changes are queued for each peer.
+    Send,
+    /// `PostUpdate`, after `Send`: queued data becomes packets and the transport sends them.
+    SendPackets,
+}
+
+/// The endpoint (every peer's session and the handshake) as a resource.
+#[derive(Resource)]
+pub(crate) struct NetEndpoint(pub(crate) Endpoint);
+
+/// Sets up the net layer; added by [`PeersyncPlugin`](crate::PeersyncPlugin).
+pub(crate) struct NetPlugin {
+    pub(crate) session: SessionConfig,
+    /// The socket to start with, taken when the plugin is built.
+    pub(crate) socket: Mutex<Option<PeerSocket>>,
+}
+
+impl Plugin for NetPlugin {
+    fn build(&self, app: &mut App) {
+        app.init_resource::<TransportIo>()
+            .init_resource::<ConnectedPeers>()
+            .init_resource::<KindQueues>()
+            .init_resource::<ProtocolRegistry>()
+            .insert_resource(NetEndpoint(Endpoint::new(self.session.clone(), 0)))
+            .configure_sets(
+                PreUpdate,
+                (PeersyncSystems::ReceivePackets, PeersyncSystems::Receive).chain(),
+            )
+            .configure_sets(
+                PostUpdate,
+                (PeersyncSystems::Send, PeersyncSystems::SendPackets).chain(),
+            )
+            .add_systems(
+                PreUpdate,
+                (sync_protocol, receive_packets, feed_endpoint, publish_peers)
+                    .chain()
+                    .in_set(PeersyncSystems::ReceivePackets),
+            )
+            .add_systems(
+                PostUpdate,
+                (flush, send_packets)
+                    .chain()
+                    .in_set(PeersyncSystems::SendPackets),
+            );
+        if let Some(socket) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            app.insert_resource(socket);
+        }
+    }
+}
+
+/// Keeps the hash the handshake sends in step with the registrations (made while the app is
+/// built, so in practice this runs once).
+fn sync_protocol(registry: Res<ProtocolRegistry>, mut endpoint: ResMut<NetEndpoint>) {
+    if registry.is_changed() {
+        endpoint.0.set_protocol_hash(registry.hash());
+    }
+}
+
+fn receive_packets(
+    time: Res<Time<Real>>,
+    socket: Option<ResMut<PeerSocket>>,
+    mut io: ResMut<TransportIo>,
+    mut peers: ResMut<ConnectedPeers>,
+    mut commands: Commands,
+) {
+    let Some(mut socket) = socket else {
+        return;
+    };
+    if let Some(state) = socket.receive(time.elapsed(), &mut io) {
+        match &state {
+            SocketState::Connected(id) => info!("joined the room as {id}"),
+            SocketState::Failed(reason) => warn!("socket failed: {reason}"),
+            _ => {}
+        }
+        commands.trigger(SocketStateChanged { state });
+    }
+    peers.set_local(socket.local_id());
+}
+
+/// Feeds links and packets to the endpoint and queues the messages by kind for their
+/// decoders.
+fn feed_endpoint(
+    time: Res<Time<Real>>,
+    socket: Option<Res<PeerSocket>>,
+    mut io: ResMut<TransportIo>,
+    mut endpoint: ResMut<NetEndpoint>,
+    mut queues: ResMut<KindQueues>,
+    mut peers: ResMut<ConnectedPeers>,
+) {
+    let now = time.elapsed();
+    let endpoint = &mut endpoint.0;
+    if !socket.as_ref().is_some_and(|socket| socket.is_open()) {
+        io.incoming.clear();
+        io.links.clear();
+        endpoint.disconnect_all();
+        peers.set_local(None);
+    }
+    for link in io.links.drain(..) {
+        endpoint.handle_link(now, link);
+    }
+    let mut received = Vec::new();
+    for packet in io.incoming.drain(..) {
+        endpoint.handle_packet(now, &packet, &mut received);
+    }
+    for message in received {
+        if let Err(message) = queues.push(message) {
+            endpoint.reject(message.peer, InputError::UnknownKind(message.kind));
+        }
+    }
+}
+
+/// Turns the endpoint's events into peer entities and observer events, and refreshes each
+/// peer's [`PeerStats`].
+fn publish_peers(
+    mut endpoint: ResMut<NetEndpoint>,
+    mut peers: ResMut<ConnectedPeers>,
+    mut stats: Query<(&Peer, &mut PeerStats)>,
+    mut commands: Commands,
+) {
+    let endpoint = &mut endpoint.0;
+    for event in endpoint.drain_events().collect::<Vec<_>>() {
+        match event {
+            EndpointEvent::Connected(peer) => {
+                let entity = commands
+                    .spawn((Peer { id: peer }, Name::new(format!("Peer {peer}"))))
+                    .id();
+                peers.insert(peer, entity);
+                info!("peer {peer} connected");
+                commands.trigger(PeerConnected { peer, entity });
+            }
+            EndpointEvent::Disconnected(peer) => {
+                if let Some(entity) = peers.remove(peer) {
+                    commands.entity(entity).despawn();
+                    info!("peer {peer} disconnected");
+                    commands.trigger(PeerDisconnected { peer, entity });
+                }
+            }
+            EndpointEvent::Refused { peer, reason } => {
+                warn!("refused peer {peer}: {reason}");
+                commands.trigger(PeerRefused { peer, reason });
+            }
+            EndpointEvent::Rejected { peer, error } => {
+                log_rejected(peer, &error, endpoint.rejected_count(peer));
+                commands.trigger(PeerInputRejected { peer, error });
+            }
+        }
+    }
+    for (peer, mut peer_stats) in &mut stats {
+        if let Some(current) = endpoint.stats(peer.id) {
+            *peer_stats = current.into();
+        }
+    }
+}
+
+/// Logs bad input without letting a peer that floods garbage flood the log too.
+fn log_rejected(peer: PeerId, error: &InputError, count: u64) {
+    if count <= 10 || count.is_multiple_of(1000) {
+        warn!("dropped bad input from peer {peer} ({count} so far): {error}");
+    }
+}
+
+/// Reports input that a layer above the endpoint dropped: counted, logged, and triggered as
+/// [`PeerInputRejected`].
+pub(crate) fn reject_input(world: &mut World, peer: PeerId, error: InputError) {
+    let mut endpoint = world.resource_mut::<NetEndpoint>();
+    endpoint.0.count_rejected(peer);
+    log_rejected(peer, &error, endpoint.0.rejected_count(peer));
+    world.trigger(PeerInputRejected { peer, error });
+}
+
+fn flush(time: Res<Time<Real>>, mut endpoint: ResMut<NetEndpoint>, mut io: ResMut<TransportIo>) {
+    let io = &mut *io;
+    endpoint
+        .0
+        .flush(time.elapsed(), &mut |packet| io.outgoing.push(packet));
+}
+
+fn send_packets(socket: Option<ResMut<PeerSocket>>, mut io: ResMut<TransportIo>) {
+    match socket {
+        Some(mut socket) => socket.send(&mut io),
+        None => io.outgoing.clear(),
+    }
+}

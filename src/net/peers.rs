@@ -1,0 +1,121 @@
+//! The peers the game can see: one entity each, and the resource that lists them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bevy::prelude::*;
+
+use crate::peer::PeerId;
+use crate::session::LinkStats;
+
+/// A remote peer we are connected to, on its own entity: spawned when its connection is up and
+/// its protocol matches ours, despawned when it goes. Add your own components to it freely.
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
+#[require(PeerStats)]
+pub struct Peer {
+    /// The peer's id.
+    pub id: PeerId,
+}
+
+/// Network figures for one connected peer, as the game can show them. Kept current on each
+/// [`Peer`] entity.
+#[derive(Component, Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeerStats {
+    /// Smoothed round-trip time, from the acknowledgements of unreliable packets; `None` until
+    /// the first one.
+    pub rtt: Option<Duration>,
+    /// Share of our unreliable packets that went unacknowledged, smoothed, 0.0 to 1.0.
+    pub packet_loss: f32,
+    /// Bytes per second we sent to this peer over the last second (both channels).
+    pub sent_bytes_per_sec: f32,
+    /// Bytes per second received from this peer over the last second (both channels).
+    pub received_bytes_per_sec: f32,
+    /// Packets sent since the connection opened.
+    pub packets_sent: u64,
+    /// Packets received since the connection opened.
+    pub packets_received: u64,
+    /// Packets or messages from this peer that were dropped as bad input.
+    pub rejected: u64,
+}
+
+impl From<LinkStats> for PeerStats {
+    fn from(link: LinkStats) -> Self {
+        Self {
+            rtt: link.rtt,
+            packet_loss: link.packet_loss,
+            sent_bytes_per_sec: link.sent_bytes_per_sec,
+            received_bytes_per_sec: link.received_bytes_per_sec,
+            packets_sent: link.packets_sent,
+            packets_received: link.packets_received,
+            rejected: link.rejected,
+        }
+    }
+}
+
+/// The connected peers and our own id, with the host among them.
+#[derive(Resource, Debug, Default, Clone)]
+pub struct ConnectedPeers {
+    local: Option<PeerId>,
+    peers: BTreeMap<PeerId, Entity>,
+}
+
+impl ConnectedPeers {
+    /// Our id, once assigned.
+    pub fn local_id(&self) -> Option<PeerId> {
+        self.local
+    }
+
+    /// The entity of a connected peer.
+    pub fn entity(&self, peer: PeerId) -> Option<Entity> {
+        self.peers.get(&peer).copied()
+    }
+
+    /// Whether `peer` is connected.
+    pub fn contains(&self, peer: PeerId) -> bool {
+        self.peers.contains_key(&peer)
+    }
+
+    /// Connected remote peers, in id order.
+    pub fn ids(&self) -> impl ExactSizeIterator<Item = PeerId> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// How many remote peers are connected.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// No remote peer is connected.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    /// The host: the lowest id among us and the connected peers. Every peer computes it from the
+    /// same ids, so all agree once their connections have settled; `None` until we have an id.
+    pub fn host(&self) -> Option<PeerId> {
+        let local = self.local?;
+        Some(
+            self.peers
+                .keys()
+                .next()
+                .map_or(local, |first| local.min(*first)),
+        )
+    }
+
+    /// Whether we are the host.
+    pub fn is_host(&self) -> bool {
+        self.local.is_some() && self.host() == self.local
+    }
+
+    pub(crate) fn set_local(&mut self, local: Option<PeerId>) {
+        self.local = local;
+    }
+
+    pub(crate) fn insert(&mut self, peer: PeerId, entity: Entity) {
+        self.peers.insert(peer, entity);
+    }
+
+    pub(crate) fn remove(&mut self, peer: PeerId) -> Option<Entity> {
+        self.peers.remove(&peer)
+    }
+}

@@ -1,0 +1,153 @@
+//! Who may own what: claims on existing entities, what happens to an owner's entities when it
+//! leaves, and the host taking what is left to it.
+//!
+//! An owner announces an entity with a spawn. A spawn of an id already known here is a *claim*:
+//! accepted when the entity was handed to the sender, or follows the host and the sender is
+//! host; kept waiting (up to [`ReplicationConfig::handover_timeout`]) when the hand-over or the
+//! departure that would allow it may still be on its way; refused otherwise.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bevy::prelude::*;
+
+use super::ReplicationConfig;
+use super::ownership::Ownership;
+use super::wire::{Spawn, SpawnFlags};
+use super::{HandToHostOnLeave, HostOwned};
+use crate::net::ConnectedPeers;
+use crate::peer::PeerId;
+
+/// What to do with a claim.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Accept,
+    /// Not allowed yet: what would allow it may still arrive.
+    Wait,
+    Refuse(String),
+}
+
+/// A spawn that had to wait for its sender to be allowed to own the entity.
+#[derive(Debug)]
+pub(crate) struct PendingClaim {
+    pub(crate) sender: PeerId,
+    pub(crate) since: Duration,
+    /// The sender's tick of the update it came in.
+    pub(crate) tick: u32,
+    pub(crate) spawn: Spawn,
+}
+
+/// What becomes of a replica whose owner left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// It follows the host: it waits to be taken over.
+    Orphan,
+    Despawn,
+}
+
+/// The claims waiting and the peers seen last frame.
+#[derive(Resource, Default)]
+pub(crate) struct Authority {
+    pending: Vec<PendingClaim>,
+    known: BTreeSet<PeerId>,
+}
+
+impl Authority {
+    /// Peers that were connected last time and are not now; forgets their pending claims.
+    pub(crate) fn departures(&mut self, peers: &ConnectedPeers) -> Vec<PeerId> {
+        let current: BTreeSet<PeerId> = peers.ids().collect();
+        let gone: Vec<PeerId> = self.known.difference(&current).copied().collect();
+        self.known = current;
+        self.pending.retain(|claim| !gone.contains(&claim.sender));
+        gone
+    }
+
+    pub(crate) fn wait(&mut self, claim: PendingClaim) {
+        self.pending.push(claim);
+    }
+
+    pub(crate) fn take_pending(&mut self) -> Vec<PendingClaim> {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}
+
+/// What becomes of each replica of the peers in `gone`.
+pub(crate) fn fates(
+    ownership: &Ownership,
+    gone: &[PeerId],
+    host: Option<PeerId>,
+) -> Vec<(Entity, Fate)> {
+    ownership
+        .replicas_of(gone)
+        .into_iter()
+        .map(|(entity, flags)| {
+            let fate = if flags.follows_host() && host.is_some() {
+                Fate::Orphan
+            } else {
+                Fate::Despawn
+            };
+            (entity, fate)
+        })
+        .collect()
+}
+
+/// Whether `spawn` may make `sender` the owner of the existing `entity`.
+pub(crate) fn may_claim(
+    ownership: &Ownership,
+    world: &World,
+    peers: &ConnectedPeers,
+    sender: PeerId,
+    spawn: &Spawn,
+    entity: Entity,
+) -> Verdict {
+    let host = peers.host();
+    let host_role = spawn.flags.follows_host();
+    if let Some(replica) = ownership.replica(entity) {
+        if replica.owner == sender && replica.transfer_to.is_none() && replica.wire.is_some() {
+            return Verdict::Accept; // the owner announcing it again
+        }
+        if replica.transfer_to == Some(sender) {
+            return Verdict::Accept;
+        }
+        if replica.orphaned && host == Some(sender) {
+            return Verdict::Accept;
+        }
+        if replica.flags.host_owned && host == Some(sender) && host_role {
+            return Verdict::Accept;
+        }
+        return if peers.contains(replica.owner) || replica.transfer_to.is_some() {
+            Verdict::Wait
+        } else {
+            Verdict::Refuse(format!(
+                "claims entity {:#x}, which it was not given",
+                spawn.net_id
+            ))
+        };
+    }
+    // Owned here: only the host may take over an entity that follows the host.
+    let flags = world
+        .get_entity(entity)
+        .map_or(SpawnFlags::default(), |e| SpawnFlags {
+            host_owned: e.contains::<HostOwned>(),
+            hand_to_host: e.contains::<HandToHostOnLeave>(),
+        });
+    if flags.follows_host() && host_role {
+        if host == Some(sender) {
+            return Verdict::Accept;
+        }
+        return Verdict::Wait;
+    }
+    Verdict::Refuse(format!(
+        "claims entity {:#x}, which is owned by this peer",
+        spawn.net_id
+    ))
+}
+
+/// Whether a claim kept waiting has waited too long.
+pub(crate) fn expired(claim: &PendingClaim, now: Duration, config: &ReplicationConfig) -> bool {
+    now.saturating_sub(claim.since) >= config.handover_timeout
+}

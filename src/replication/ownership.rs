@@ -1,0 +1,299 @@
+//! Who owns each replicated entity, and the number its owner gives it on the wire.
+//!
+//! Both directions read and change ownership, so one type holds it and offers verbs: the send
+//! side announces entities that became ours and gives entities away; the receive side records
+//! replicas, hand-overs and take-overs. Nothing else writes these maps.
+
+use bevy::platform::collections::{HashMap, HashSet};
+use bevy::prelude::*;
+
+use super::wire::SpawnFlags;
+use crate::peer::PeerId;
+
+/// An entity this peer owns and has announced.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Owned {
+    /// Our number for it on the wire.
+    pub(crate) wire: u32,
+    pub(crate) net_id: u64,
+    pub(crate) flags: SpawnFlags,
+    /// The last tick whose update message concerned it: mutations of it need that update.
+    pub(crate) struct_tick: u32,
+}
+
+/// A replica: an entity owned by another peer.
+#[derive(Debug)]
+pub(crate) struct Replica {
+    pub(crate) owner: PeerId,
+    /// The owner's number for it; `None` while it changes hands.
+    pub(crate) wire: Option<u32>,
+    pub(crate) flags: SpawnFlags,
+    /// Handed over to this peer, whose spawn is awaited.
+    pub(crate) transfer_to: Option<PeerId>,
+    /// Its owner left; the host will take it.
+    pub(crate) orphaned: bool,
+    /// Owner's tick of the newest value applied, per component.
+    ticks: Vec<(u16, u32)>,
+}
+
+impl Replica {
+    /// The owner's tick of the newest value of `component` applied here.
+    pub(crate) fn tick(&self, component: u16) -> u32 {
+        self.ticks
+            .iter()
+            .find(|(c, _)| *c == component)
+            .map_or(0, |(_, t)| *t)
+    }
+
+    pub(crate) fn set_tick(&mut self, component: u16, tick: u32) {
+        match self.ticks.iter_mut().find(|(c, _)| *c == component) {
+            Some(entry) => entry.1 = tick,
+            None => self.ticks.push((component, tick)),
+        }
+    }
+
+    /// Applies a value of `tick` if it is newer than the one applied; says whether it was.
+    pub(crate) fn advance(&mut self, component: u16, tick: u32) -> bool {
+        let newer = tick > self.tick(component);
+        if newer {
+            self.set_tick(component, tick);
+        }
+        newer
+    }
+}
+
+/// The ownership table.
+#[derive(Resource, Default)]
+pub(crate) struct Ownership {
+    owned: HashMap<Entity, Owned>,
+    last_wire: u32,
+    replicas: HashMap<Entity, Replica>,
+    /// Each owner's wire numbers for the replicas it owns.
+    by_owner: HashMap<PeerId, HashMap<u32, Entity>>,
+    /// Replicas whose owner left, waiting for the host to take them.
+    orphans: HashSet<Entity>,
+}
+
+impl Ownership {
+    // --- Entities owned here ---
+
+    pub(crate) fn owned(&self, entity: Entity) -> Option<&Owned> {
+        self.owned.get(&entity)
+    }
+
+    pub(crate) fn owned_mut(&mut self, entity: Entity) -> Option<&mut Owned> {
+        self.owned.get_mut(&entity)
+    }
+
+    pub(crate) fn is_owned(&self, entity: Entity) -> bool {
+        self.owned.contains_key(&entity)
+    }
+
+    /// Every entity owned here, in no particular order.
+    pub(crate) fn owned_entities(&self) -> impl Iterator<Item = (Entity, &Owned)> {
+        self.owned.iter().map(|(entity, owned)| (*entity, owned))
+    }
+
+    /// The entity is ours from now on (spawned here, or taken over): it gets a fresh wire
+    /// number, and whatever replica record it had is dropped.
+    pub(crate) fn announce(
+        &mut self,
+        entity: Entity,
+        net_id: u64,
+        flags: SpawnFlags,
+        tick: u32,
+    ) -> Owned {
+        self.forget_replica(entity);
+        self.last_wire += 1;
+        let owned = Owned {
+            wire: self.last_wire,
+            net_id,
+            flags,
+            struct_tick: tick,
+        };
+        self.owned.insert(entity, owned);
+        owned
+    }
+
+    /// The entity is no longer ours (handed over, taken, or gone).
+    pub(crate) fn give_up(&mut self, entity: Entity) -> Option<Owned> {
+        self.owned.remove(&entity)
+    }
+
+    // --- Replicas ---
+
+    pub(crate) fn replica(&self, entity: Entity) -> Option<&Replica> {
+        self.replicas.get(&entity)
+    }
+
+    pub(crate) fn replica_mut(&mut self, entity: Entity) -> Option<&mut Replica> {
+        self.replicas.get_mut(&entity)
+    }
+
+    /// The replica `owner` numbers `wire`.
+    pub(crate) fn entity_of(&self, owner: PeerId, wire: u32) -> Option<Entity> {
+        self.by_owner.get(&owner)?.get(&wire).copied()
+    }
+
+    /// `owner` announced `entity` as its own, numbered `wire`.
+    pub(crate) fn add_replica(
+        &mut self,
+        entity: Entity,
+        owner: PeerId,
+        wire: u32,
+        flags: SpawnFlags,
+    ) {
+        self.owned.remove(&entity);
+        self.forget_replica(entity);
+        self.replicas.insert(
+            entity,
+            Replica {
+                owner,
+                wire: Some(wire),
+                flags,
+                transfer_to: None,
+                orphaned: false,
+                ticks: Vec::new(),
+            },
+        );
+        self.by_owner.entry(owner).or_default().insert(wire, entity);
+    }
+
+    /// We handed `entity` to `to`: a replica of ours until `to` announces it.
+    pub(crate) fn await_hand_over(
+        &mut self,
+        entity: Entity,
+        from: PeerId,
+        to: PeerId,
+        flags: SpawnFlags,
+    ) {
+        self.owned.remove(&entity);
+        self.replicas.insert(
+            entity,
+            Replica {
+                owner: from,
+                wire: None,
+                flags,
+                transfer_to: Some(to),
+                orphaned: false,
+                ticks: Vec::new(),
+            },
+        );
+    }
+
+    /// `owner` handed its entity `wire` to `to`; returns the entity.
+    pub(crate) fn handed_over(&mut self, owner: PeerId, wire: u32, to: PeerId) -> Option<Entity> {
+        let entity = self.by_owner.get_mut(&owner)?.remove(&wire)?;
+        if let Some(replica) = self.replicas.get_mut(&entity) {
+            replica.wire = None;
+            replica.transfer_to = Some(to);
+        }
+        Some(entity)
+    }
+
+    /// Replicas whose owner, or the peer they were being handed to, is one of `gone`.
+    pub(crate) fn replicas_of(&self, gone: &[PeerId]) -> Vec<(Entity, SpawnFlags)> {
+        self.replicas
+            .iter()
+            .filter(|(_, replica)| match replica.transfer_to {
+                Some(to) => gone.contains(&to),
+                None => gone.contains(&replica.owner),
+            })
+            .map(|(entity, replica)| (*entity, replica.flags))
+            .collect()
+    }
+
+    /// The owner of the replica left: it waits for the host to take it.
+    pub(crate) fn orphan(&mut self, entity: Entity) {
+        if let Some(replica) = self.replicas.get_mut(&entity) {
+            if let Some(wire) = replica.wire.take()
+                && let Some(numbers) = self.by_owner.get_mut(&replica.owner)
+            {
+                numbers.remove(&wire);
+            }
+            replica.orphaned = true;
+            replica.transfer_to = None;
+        }
+        self.orphans.insert(entity);
+    }
+
+    /// Takes the replicas waiting for a host.
+    pub(crate) fn take_orphans(&mut self) -> Vec<Entity> {
+        self.orphans.drain().collect()
+    }
+
+    pub(crate) fn has_orphans(&self) -> bool {
+        !self.orphans.is_empty()
+    }
+
+    /// Forgets what `owner` numbered: it is gone.
+    pub(crate) fn forget_owner(&mut self, owner: PeerId) {
+        self.by_owner.remove(&owner);
+    }
+
+    /// Drops the replica record of `entity` (it is being taken over here, or is gone).
+    pub(crate) fn forget_replica(&mut self, entity: Entity) {
+        if let Some(replica) = self.replicas.remove(&entity)
+            && let Some(wire) = replica.wire
+            && let Some(numbers) = self.by_owner.get_mut(&replica.owner)
+        {
+            numbers.remove(&wire);
+        }
+        self.orphans.remove(&entity);
+    }
+
+    /// The entity is gone here: forgets it whoever owned it; what it was if it was ours.
+    pub(crate) fn forget(&mut self, entity: Entity) -> Option<Owned> {
+        self.forget_replica(entity);
+        self.owned.remove(&entity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entity(index: u32) -> Entity {
+        Entity::from_raw_u32(index).unwrap()
+    }
+
+    #[test]
+    fn a_replica_is_found_by_its_owners_number_until_handed_over() {
+        let mut table = Ownership::default();
+        let (a, b) = (PeerId(1), PeerId(2));
+        table.add_replica(entity(1), a, 5, SpawnFlags::default());
+        assert_eq!(table.entity_of(a, 5), Some(entity(1)));
+        assert_eq!(table.handed_over(a, 5, b), Some(entity(1)));
+        assert_eq!(table.entity_of(a, 5), None);
+        assert_eq!(table.replica(entity(1)).unwrap().transfer_to, Some(b));
+        assert_eq!(table.replicas_of(&[b]).len(), 1, "it waits for b now");
+        table.add_replica(entity(1), b, 1, SpawnFlags::default());
+        assert_eq!(table.entity_of(b, 1), Some(entity(1)));
+    }
+
+    #[test]
+    fn announcing_makes_a_replica_ours_with_a_new_number() {
+        let mut table = Ownership::default();
+        table.add_replica(entity(1), PeerId(1), 5, SpawnFlags::default());
+        table.orphan(entity(1));
+        assert!(table.has_orphans());
+        let first = table.announce(entity(1), 9, SpawnFlags::default(), 3);
+        let second = table.announce(entity(2), 10, SpawnFlags::default(), 3);
+        assert_ne!(first.wire, second.wire);
+        assert!(table.replica(entity(1)).is_none());
+        assert!(!table.has_orphans(), "a taken orphan is no longer waiting");
+        assert!(table.forget(entity(1)).is_some());
+        assert!(!table.is_owned(entity(1)));
+    }
+
+    #[test]
+    fn newer_values_advance_and_older_ones_do_not() {
+        let mut table = Ownership::default();
+        table.add_replica(entity(1), PeerId(1), 5, SpawnFlags::default());
+        let replica = table.replica_mut(entity(1)).unwrap();
+        assert!(replica.advance(0, 3));
+        assert!(!replica.advance(0, 3), "the same tick again");
+        assert!(!replica.advance(0, 2), "an older tick");
+        assert!(replica.advance(1, 1), "each component has its own tick");
+    }
+}

@@ -1,0 +1,341 @@
+//! Changed values to one peer: packed into single packets, and sent again until acknowledged or
+//! replaced by a newer value.
+
+use std::time::Duration;
+
+use bevy::platform::collections::{HashMap, HashSet};
+use bevy::prelude::*;
+use bytes::Bytes;
+
+use super::super::ownership::Ownership;
+use super::super::registry::ReplicationRegistry;
+use super::super::wire::{GroupHeader, KIND_MUTATE, MutateHeader, entry_len, put_entry};
+use super::net_form;
+use crate::channel::Channel;
+use crate::endpoint::Endpoint;
+use crate::peer::PeerId;
+use crate::session::Delivery;
+
+/// A component value of an entity owned here, identified by entity and registration index.
+pub(super) type ValueKey = (Entity, u16);
+
+/// A value sent to a peer and not acknowledged yet.
+#[derive(Debug, Clone, Copy)]
+struct Unacked {
+    tick: u32,
+    sent_at: Duration,
+}
+
+/// A mutation message in flight: the tick it carried and which values.
+#[derive(Debug)]
+struct InFlight {
+    tick: u32,
+    values: Vec<ValueKey>,
+}
+
+/// What one peer has been sent.
+#[derive(Debug, Default)]
+pub(super) struct PeerStream {
+    /// Still to be sent every entity (it just connected).
+    pub(super) needs_snapshot: bool,
+    /// The tick of the snapshot it was sent: mutations need at least that.
+    pub(super) snapshot_tick: u32,
+    /// The newest value sent of each entity's component, until the peer acknowledges it.
+    unacked: HashMap<ValueKey, Unacked>,
+    /// Mutation messages not yet acknowledged or lost, by delivery token.
+    in_flight: HashMap<u64, InFlight>,
+}
+
+impl PeerStream {
+    /// A peer that just connected: it gets a snapshot first.
+    pub(super) fn new_peer() -> Self {
+        Self {
+            needs_snapshot: true,
+            ..Default::default()
+        }
+    }
+
+    /// The peer was sent a snapshot at `tick`: what was in flight before no longer matters.
+    pub(super) fn snapshot_sent(tick: u32) -> Self {
+        Self {
+            snapshot_tick: tick,
+            ..Default::default()
+        }
+    }
+
+    /// An acknowledged value needs no resend; a lost one is due at once.
+    pub(super) fn delivered(&mut self, token: u64, delivery: Delivery) {
+        let Some(in_flight) = self.in_flight.remove(&token) else {
+            return;
+        };
+        for key in in_flight.values {
+            if let Some(unacked) = self.unacked.get_mut(&key)
+                && unacked.tick == in_flight.tick
+            {
+                match delivery {
+                    Delivery::Delivered => {
+                        self.unacked.remove(&key);
+                    }
+                    Delivery::Lost => unacked.sent_at = Duration::ZERO,
+                }
+            }
+        }
+    }
+
+    /// Values of entities that are no longer ours need no acknowledgement.
+    pub(super) fn forget_unowned(&mut self, ownership: &Ownership) {
+        self.unacked
+            .retain(|(entity, _), _| ownership.is_owned(*entity));
+    }
+}
+
+/// A value that changed this tick, encoded in the tick's value buffer.
+#[derive(Debug, Clone)]
+pub(super) struct ChangedValue {
+    pub(super) component: u16,
+    pub(super) entity: Entity,
+    pub(super) wire: u32,
+    /// Where its bytes are in the buffer.
+    pub(super) range: std::ops::Range<usize>,
+}
+
+/// One value to write into a mutation message.
+#[derive(Debug, Clone, Copy)]
+struct Entry<'a> {
+    component: u16,
+    wire: u32,
+    entity: Entity,
+    bytes: &'a [u8],
+}
+
+/// What sending one peer its mutations needs from the tick.
+pub(super) struct MutationTick<'a> {
+    pub(super) world: &'a World,
+    pub(super) registry: &'a ReplicationRegistry,
+    pub(super) ownership: &'a Ownership,
+    pub(super) endpoint: &'a mut Endpoint,
+    pub(super) now: Duration,
+    pub(super) tick: u32,
+    pub(super) tick_period: Duration,
+    /// Values changed this tick, sorted by component.
+    pub(super) changed: &'a [ChangedValue],
+    pub(super) changed_keys: &'a HashSet<ValueKey>,
+    pub(super) values: &'a [u8],
+    pub(super) next_token: &'a mut u64,
+}
+
+impl MutationTick<'_> {
+    /// Sends `peer` what changed, plus the values it has not acknowledged for half a round trip
+    /// (until acknowledged or superseded). Resending before an ack could arrive costs a little
+    /// bandwidth for values that stopped changing, and buys convergence within a few round
+    /// trips whatever the loss.
+    pub(super) fn send_to(&mut self, peer: PeerId, stream: &mut PeerStream) {
+        let max = self.endpoint.config.max_unreliable_message();
+        let resends = self.resends(peer, stream, max);
+        let mut entries: Vec<Entry<'_>> = self
+            .changed
+            .iter()
+            .map(|value| Entry {
+                component: value.component,
+                wire: value.wire,
+                entity: value.entity,
+                bytes: &self.values[value.range.clone()],
+            })
+            .collect();
+        entries.extend(resends.iter().map(|resend| Entry {
+            component: resend.component,
+            wire: resend.wire,
+            entity: resend.entity,
+            bytes: &resend.bytes,
+        }));
+        if entries.is_empty() {
+            return;
+        }
+        entries.sort_by_key(|entry| entry.component);
+        for batch in pack(&entries, max) {
+            let needs = batch
+                .iter()
+                .filter_map(|entry| self.ownership.owned(entry.entity))
+                .map(|owned| owned.struct_tick)
+                .max()
+                .unwrap_or(0)
+                .max(stream.snapshot_tick);
+            let mut message = Vec::with_capacity(max);
+            MutateHeader {
+                tick: self.tick,
+                needs,
+            }
+            .encode(&mut message);
+            write_groups(&mut message, batch);
+            *self.next_token += 1;
+            let token = *self.next_token;
+            let sent = self.endpoint.send(
+                peer,
+                Channel::Unreliable,
+                KIND_MUTATE,
+                Bytes::from(message),
+                Some(token),
+            );
+            if sent.is_ok() {
+                let values: Vec<ValueKey> = batch
+                    .iter()
+                    .map(|entry| (entry.entity, entry.component))
+                    .collect();
+                for key in &values {
+                    stream.unacked.insert(
+                        *key,
+                        Unacked {
+                            tick: self.tick,
+                            sent_at: self.now,
+                        },
+                    );
+                }
+                stream.in_flight.insert(
+                    token,
+                    InFlight {
+                        tick: self.tick,
+                        values,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Values `peer` has not acknowledged within the resend interval, encoded as they are now.
+    fn resends(&self, peer: PeerId, stream: &mut PeerStream, max: usize) -> Vec<Resend> {
+        let rtt = self
+            .endpoint
+            .stats(peer)
+            .and_then(|stats| stats.rtt)
+            .unwrap_or(Duration::from_millis(100));
+        let interval = (rtt / 2)
+            .max(self.tick_period * 2)
+            .max(Duration::from_millis(20));
+        let mut resends = Vec::new();
+        let mut stale = Vec::new();
+        for (key, unacked) in &stream.unacked {
+            if self.changed_keys.contains(key)
+                || self.now.saturating_sub(unacked.sent_at) < interval
+            {
+                continue;
+            }
+            let (entity, component) = *key;
+            let (Some(owned), Some(registration)) =
+                (self.ownership.owned(entity), self.registry.get(component))
+            else {
+                stale.push(*key);
+                continue;
+            };
+            let mut bytes = Vec::new();
+            let mut to_net = |e| net_form(self.world, e);
+            let encoded = registration
+                .erased
+                .encode(self.world, entity, &mut to_net, &mut bytes);
+            if encoded && bytes.len() + 16 <= max {
+                resends.push(Resend {
+                    component,
+                    wire: owned.wire,
+                    entity,
+                    bytes,
+                });
+            } else {
+                stale.push(*key);
+            }
+        }
+        for key in stale {
+            stream.unacked.remove(&key);
+        }
+        resends
+    }
+}
+
+/// A value sent again, encoded afresh.
+struct Resend {
+    component: u16,
+    wire: u32,
+    entity: Entity,
+    bytes: Vec<u8>,
+}
+
+/// Splits entries (sorted by component) into batches whose message fits `max` bytes.
+fn pack<'e, 'b>(entries: &'e [Entry<'b>], max: usize) -> Vec<&'e [Entry<'b>]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut size = MutateHeader::MAX_LEN;
+    let mut group: Option<u16> = None;
+    for (index, entry) in entries.iter().enumerate() {
+        let group_header = if group == Some(entry.component) {
+            0
+        } else {
+            GroupHeader::MAX_LEN
+        };
+        let len = entry_len(entry.wire, entry.bytes);
+        if index > start && size + group_header + len > max {
+            batches.push(&entries[start..index]);
+            start = index;
+            size = MutateHeader::MAX_LEN + GroupHeader::MAX_LEN + len;
+        } else {
+            size += group_header + len;
+        }
+        group = Some(entry.component);
+    }
+    if start < entries.len() {
+        batches.push(&entries[start..]);
+    }
+    batches
+}
+
+/// Writes entries (sorted by component) as groups.
+fn write_groups(out: &mut Vec<u8>, entries: &[Entry<'_>]) {
+    for group in entries.chunk_by(|a, b| a.component == b.component) {
+        GroupHeader {
+            component: group[0].component,
+            count: group.len() as u32,
+        }
+        .encode(out);
+        for entry in group {
+            put_entry(out, entry.wire, entry.bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(component: u16, bytes: &[u8]) -> Entry<'_> {
+        Entry {
+            component,
+            wire: 1,
+            entity: Entity::PLACEHOLDER,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn batches_fit_the_limit_and_keep_every_entry() {
+        let value = [7u8; 100];
+        let entries: Vec<Entry<'_>> = (0..40).map(|i| entry(i / 10, &value)).collect();
+        let batches = pack(&entries, 1146);
+        assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 40);
+        for batch in &batches {
+            let mut out = Vec::new();
+            MutateHeader {
+                tick: u32::MAX,
+                needs: u32::MAX,
+            }
+            .encode(&mut out);
+            write_groups(&mut out, batch);
+            assert!(
+                out.len() <= 1146,
+                "a batch of {} entries is {} bytes",
+                batch.len(),
+                out.len()
+            );
+        }
+        assert!(
+            batches.len() <= 4,
+            "about eleven 101-byte entries per packet"
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! Every integration test in one binary: one link instead of one per file (see the closing
+//! figures in BENCHMARKS.md). One module per behaviour; `support` holds what they share.
+
+mod support;
+
+mod authority;
+mod bad_input;
+mod browser;
+mod connection;
+mod convergence;
+mod demo_headless;
+mod entity_mapping;
+mod late_join;
+mod leave;
+mod messages;
+mod protocol_mismatch;
+mod replication_webrtc;
+mod spawn_despawn;
