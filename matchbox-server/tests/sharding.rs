@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use client::*;
 use peersync_lobby::Lobby;
 
+/// nginx in one process (`master_process off`): killing it leaves no orphaned worker behind
+/// (a worker outlives a killed master, and keeps every file the test inherited open).
 struct Nginx {
     child: Child,
     dir: PathBuf,
@@ -43,6 +45,7 @@ fn start_nginx(port: u16, upstreams: &[&Lobby]) -> Nginx {
     let config = format!(
         r#"
 daemon off;
+master_process off;
 worker_processes 1;
 pid {dir}/nginx.pid;
 error_log {dir}/logs/error.log warn;
