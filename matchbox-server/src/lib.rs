@@ -7,6 +7,9 @@
 //! and an Origin allowlist. Every refusal has an HTTP status and every close a close code, each
 //! with a reason, and each counted.
 //!
+//! The parts: [`admission`] decides joins (pure), [`state`] holds rooms (pure), [`ratelimit`]
+//! the token buckets, [`auth`] the tokens; the server module does the I/O around them.
+//!
 //! Embed it (tests, a game's "host a lobby" button) or run the `peersync-lobby` binary:
 //!
 //! ```no_run
@@ -19,11 +22,16 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod auth;
+mod client;
+mod http;
 pub mod metrics;
 pub mod protocol;
+pub mod ratelimit;
 mod server;
 pub mod state;
+mod uri;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -139,11 +147,11 @@ impl LobbyConfig {
         }
     }
 
-    fn idle_timeout(&self) -> Duration {
+    pub(crate) fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
     }
 
-    fn handshake_timeout(&self) -> Duration {
+    pub(crate) fn handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.handshake_timeout_secs)
     }
 }
