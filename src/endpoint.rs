@@ -35,24 +35,46 @@ pub(crate) enum EndpointEvent {
     /// Handshake done: the peer speaks our protocol.
     Connected(PeerId),
     /// A connected peer went away.
-    Disconnected(PeerId),
+    Disconnected { peer: PeerId, reason: Disconnect },
+    /// This endpoint's owner did not run for longer than the peer timeout: every peer has
+    /// dropped it by now, so it dropped them too and should rejoin the room.
+    Stalled { gap: Duration },
     /// The peer's handshake failed; nothing it sends is read.
     Refused { peer: PeerId, reason: String },
     /// Input from the peer was dropped.
     Rejected { peer: PeerId, error: InputError },
 }
 
+/// Why a verified peer is gone, as the endpoint saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disconnect {
+    /// The transport reported the link down (the peer left, or the connection broke).
+    LinkDown,
+    /// Nothing arrived from the peer for this long.
+    Silent(Duration),
+    /// This side stalled for longer than the timeout, or its socket closed.
+    Local,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum HandshakeState {
-    AwaitingHello { since: Duration },
+    AwaitingHello {
+        since: Duration,
+    },
     Verified,
     Refused,
+    /// Dropped for silence while the transport still holds the link: what it sends is
+    /// ignored (and counted) until the link goes down.
+    TimedOut,
 }
 
 #[derive(Debug)]
 struct Link {
     session: PeerSession,
     state: HandshakeState,
+    last_heard: Duration,
+    /// Packets that arrived after the peer was dropped for silence.
+    ignored: u64,
 }
 
 /// A message from a verified peer.
@@ -73,6 +95,8 @@ pub(crate) struct Endpoint {
     events: Vec<EndpointEvent>,
     scratch: Vec<(Channel, u16, Bytes)>,
     errors: Vec<InputError>,
+    /// When `flush` last ran: a longer gap than the peer timeout is a stall of our own.
+    last_flush: Option<Duration>,
 }
 
 pub(crate) fn encode_hello(protocol_hash: u64) -> Bytes {
@@ -117,6 +141,7 @@ impl Endpoint {
             events: Vec::new(),
             scratch: Vec::new(),
             errors: Vec::new(),
+            last_flush: None,
         }
     }
 
@@ -145,18 +170,21 @@ impl Endpoint {
                     Link {
                         session,
                         state: HandshakeState::AwaitingHello { since: now },
+                        last_heard: now,
+                        ignored: 0,
                     },
                 );
             }
-            LinkEvent::Down(peer) => self.remove(peer),
+            LinkEvent::Down(peer) => self.remove(peer, Disconnect::LinkDown),
         }
     }
 
-    fn remove(&mut self, peer: PeerId) {
+    fn remove(&mut self, peer: PeerId, reason: Disconnect) {
         if let Some(link) = self.links.remove(&peer)
             && link.state == HandshakeState::Verified
         {
-            self.events.push(EndpointEvent::Disconnected(peer));
+            self.events
+                .push(EndpointEvent::Disconnected { peer, reason });
         }
     }
 
@@ -164,7 +192,48 @@ impl Endpoint {
     pub(crate) fn disconnect_all(&mut self) {
         let peers: Vec<_> = self.links.keys().copied().collect();
         for peer in peers {
-            self.remove(peer);
+            self.remove(peer, Disconnect::Local);
+        }
+    }
+
+    /// How many packets arrived from `peer` after it was dropped for silence.
+    #[cfg(test)]
+    pub(crate) fn ignored_after_timeout(&self, peer: PeerId) -> u64 {
+        self.links.get(&peer).map_or(0, |link| link.ignored)
+    }
+
+    /// Drops verified peers that have been silent too long, or all of them when this side
+    /// itself did not run for that long (they have dropped us by now, and whatever they sent
+    /// meanwhile cannot restore a session they ended).
+    fn check_liveness(&mut self, now: Duration) {
+        let timeout = self.config.peer_timeout;
+        let gap = self
+            .last_flush
+            .map_or(Duration::ZERO, |last| now.saturating_sub(last));
+        self.last_flush = Some(now);
+        let stalled = gap > timeout;
+        let mut any_dropped = false;
+        for (peer, link) in &mut self.links {
+            if link.state != HandshakeState::Verified {
+                continue;
+            }
+            let silent = now.saturating_sub(link.last_heard);
+            let reason = if stalled {
+                Disconnect::Local
+            } else if silent > timeout {
+                Disconnect::Silent(silent)
+            } else {
+                continue;
+            };
+            link.state = HandshakeState::TimedOut;
+            any_dropped = true;
+            self.events.push(EndpointEvent::Disconnected {
+                peer: *peer,
+                reason,
+            });
+        }
+        if stalled && any_dropped {
+            self.events.push(EndpointEvent::Stalled { gap });
         }
     }
 
@@ -180,10 +249,21 @@ impl Endpoint {
         };
         match link.state {
             HandshakeState::Refused => return,
+            HandshakeState::TimedOut => {
+                if link.ignored == 0 {
+                    tracing::info!(
+                        "ignoring what {} sends: it was dropped for silence and must rejoin",
+                        packet.peer
+                    );
+                }
+                link.ignored += 1;
+                return;
+            }
             // Unreliable packets can overtake the hello; they are not worth keeping.
             HandshakeState::AwaitingHello { .. } if packet.channel == Channel::Unreliable => return,
             _ => {}
         }
+        link.last_heard = now;
         self.scratch.clear();
         self.errors.clear();
         link.session.handle_packet(
@@ -234,7 +314,7 @@ impl Endpoint {
                     kind,
                     body,
                 }),
-                (HandshakeState::Refused, _) => return,
+                (HandshakeState::Refused | HandshakeState::TimedOut, _) => return,
             }
         }
     }
@@ -271,6 +351,7 @@ impl Endpoint {
 
     /// Sends what every session has queued; refuses peers that never said hello.
     pub(crate) fn flush(&mut self, now: Duration, emit: &mut impl FnMut(Packet)) {
+        self.check_liveness(now);
         for (peer, link) in &mut self.links {
             if let HandshakeState::AwaitingHello { since } = link.state
                 && now.saturating_sub(since) > HELLO_TIMEOUT
@@ -296,6 +377,8 @@ impl Endpoint {
                 HandshakeState::AwaitingHello { .. } | HandshakeState::Refused => {
                     link.session.flush_reliable(&self.config, &mut emit)
                 }
+                // It dropped us or will soon: anything more would only be ignored.
+                HandshakeState::TimedOut => {}
             }
         }
     }
@@ -324,115 +407,4 @@ impl Endpoint {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn exchange(
-        from: &mut Endpoint,
-        to: &mut Endpoint,
-        from_id: PeerId,
-        to_id: PeerId,
-    ) -> Vec<Received> {
-        let mut packets = Vec::new();
-        from.flush(Duration::ZERO, &mut |p| packets.push(p));
-        let mut out = Vec::new();
-        for mut packet in packets {
-            assert_eq!(packet.peer, to_id);
-            packet.peer = from_id;
-            to.handle_packet(Duration::ZERO, &packet, &mut out);
-        }
-        out
-    }
-
-    fn pair(hash_a: u64, hash_b: u64) -> (Endpoint, Endpoint, PeerId, PeerId) {
-        let (a_id, b_id) = (PeerId(1), PeerId(2));
-        let mut a = Endpoint::new(SessionConfig::default(), hash_a);
-        let mut b = Endpoint::new(SessionConfig::default(), hash_b);
-        a.handle_link(Duration::ZERO, LinkEvent::Up(b_id));
-        b.handle_link(Duration::ZERO, LinkEvent::Up(a_id));
-        exchange(&mut a, &mut b, a_id, b_id);
-        exchange(&mut b, &mut a, b_id, a_id);
-        (a, b, a_id, b_id)
-    }
-
-    #[test]
-    fn matching_hellos_connect_both_sides() {
-        let (mut a, mut b, a_id, b_id) = pair(42, 42);
-        assert_eq!(
-            a.drain_events().collect::<Vec<_>>(),
-            vec![EndpointEvent::Connected(b_id)]
-        );
-        assert_eq!(
-            b.drain_events().collect::<Vec<_>>(),
-            vec![EndpointEvent::Connected(a_id)]
-        );
-        a.send(
-            b_id,
-            Channel::Reliable,
-            FIRST_APP_KIND,
-            Bytes::from_static(b"hi"),
-            None,
-        )
-        .unwrap();
-        let got = exchange(&mut a, &mut b, a_id, b_id);
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0].body, Bytes::from_static(b"hi"));
-        a.handle_link(Duration::ZERO, LinkEvent::Down(b_id));
-        assert_eq!(
-            a.drain_events().collect::<Vec<_>>(),
-            vec![EndpointEvent::Disconnected(b_id)]
-        );
-    }
-
-    #[test]
-    fn a_protocol_mismatch_is_refused_on_both_sides() {
-        let (mut a, mut b, a_id, b_id) = pair(1, 2);
-        for (endpoint, other) in [(&mut a, b_id), (&mut b, a_id)] {
-            let events: Vec<_> = endpoint.drain_events().collect();
-            assert!(
-                matches!(&events[..], [EndpointEvent::Refused { peer, reason }]
-                    if *peer == other && reason.contains("protocol mismatch")),
-                "expected a refusal naming the protocol, got {events:?}"
-            );
-            assert_eq!(
-                endpoint.send(other, Channel::Reliable, FIRST_APP_KIND, Bytes::new(), None),
-                Err(SendError::UnknownPeer(other))
-            );
-        }
-    }
-
-    #[test]
-    fn garbage_instead_of_a_hello_is_refused() {
-        let mut a = Endpoint::new(SessionConfig::default(), 1);
-        a.handle_link(Duration::ZERO, LinkEvent::Up(PeerId(9)));
-        let mut out = Vec::new();
-        a.handle_packet(
-            Duration::ZERO,
-            &Packet {
-                peer: PeerId(9),
-                channel: Channel::Reliable,
-                bytes: Bytes::from_static(&[0xff, 0x00, 0x13]),
-            },
-            &mut out,
-        );
-        assert!(out.is_empty());
-        let events: Vec<_> = a.drain_events().collect();
-        assert!(
-            matches!(events[0], EndpointEvent::Rejected { .. }),
-            "{events:?}"
-        );
-    }
-
-    #[test]
-    fn a_silent_peer_is_refused_after_the_hello_timeout() {
-        let mut a = Endpoint::new(SessionConfig::default(), 1);
-        a.handle_link(Duration::ZERO, LinkEvent::Up(PeerId(9)));
-        a.flush(Duration::ZERO, &mut |_| {});
-        a.flush(HELLO_TIMEOUT + Duration::from_secs(1), &mut |_| {});
-        let events: Vec<_> = a.drain_events().collect();
-        assert!(
-            matches!(&events[..], [EndpointEvent::Refused { .. }]),
-            "{events:?}"
-        );
-    }
-}
+mod tests;

@@ -18,12 +18,13 @@ use bevy::time::Real;
 use tracing::{info, warn};
 
 pub use self::events::{
-    PeerConnected, PeerDisconnected, PeerInputRejected, PeerRefused, SocketStateChanged,
+    DisconnectReason, PeerConnected, PeerDisconnected, PeerInputRejected, PeerRefused,
+    SocketStateChanged,
 };
 pub use self::peers::{ConnectedPeers, Peer, PeerStats};
 pub(crate) use self::queues::KindQueues;
 pub use self::socket::PeerSocket;
-use crate::endpoint::{Endpoint, EndpointEvent};
+use crate::endpoint::{Disconnect, Endpoint, EndpointEvent};
 use crate::error::InputError;
 use crate::peer::PeerId;
 use crate::protocol::ProtocolRegistry;
@@ -155,12 +156,14 @@ fn feed_endpoint(
 /// Turns the endpoint's events into peer entities and observer events, and refreshes each
 /// peer's [`PeerStats`].
 fn publish_peers(
+    socket: Option<ResMut<PeerSocket>>,
     mut endpoint: ResMut<NetEndpoint>,
     mut peers: ResMut<ConnectedPeers>,
     mut stats: Query<(&Peer, &mut PeerStats)>,
     mut commands: Commands,
 ) {
     let endpoint = &mut endpoint.0;
+    let mut rejoin = false;
     for event in endpoint.drain_events().collect::<Vec<_>>() {
         match event {
             EndpointEvent::Connected(peer) => {
@@ -171,12 +174,33 @@ fn publish_peers(
                 info!("peer {peer} connected");
                 commands.trigger(PeerConnected { peer, entity });
             }
-            EndpointEvent::Disconnected(peer) => {
+            EndpointEvent::Disconnected { peer, reason } => {
+                let reason = match reason {
+                    Disconnect::LinkDown => DisconnectReason::Left,
+                    Disconnect::Silent(silent) => DisconnectReason::TimedOut(silent),
+                    Disconnect::Local => DisconnectReason::Local,
+                };
                 if let Some(entity) = peers.remove(peer) {
                     commands.entity(entity).despawn();
-                    info!("peer {peer} disconnected");
-                    commands.trigger(PeerDisconnected { peer, entity });
+                    match reason {
+                        DisconnectReason::TimedOut(silent) => {
+                            warn!("peer {peer} dropped: nothing heard from it for {silent:?}")
+                        }
+                        _ => info!("peer {peer} disconnected"),
+                    }
+                    commands.trigger(PeerDisconnected {
+                        peer,
+                        entity,
+                        reason,
+                    });
                 }
+            }
+            EndpointEvent::Stalled { gap } => {
+                warn!(
+                    "this app did not run for {gap:?}, longer than the peer timeout: every peer \
+                     has dropped it, so it rejoins the room"
+                );
+                rejoin = true;
             }
             EndpointEvent::Refused { peer, reason } => {
                 warn!("refused peer {peer}: {reason}");
@@ -192,6 +216,12 @@ fn publish_peers(
         if let Some(current) = endpoint.stats(peer.id) {
             *peer_stats = current.into();
         }
+    }
+    if rejoin
+        && let Some(mut socket) = socket
+        && !socket.rejoin()
+    {
+        warn!("this socket's transport cannot rejoin: close it and insert a new PeerSocket");
     }
 }
 

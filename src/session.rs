@@ -38,6 +38,14 @@ pub struct SessionConfig {
     /// Longest quiet time on the unreliable channel before a ping is sent, which keeps the
     /// round-trip time and loss figures current. Default 250 ms.
     pub heartbeat: Duration,
+    /// How long a connected peer may stay silent before it is dropped as gone. Every peer sends
+    /// at least a ping per `heartbeat`, so silence this long means its process hangs, its
+    /// network is gone, or it crashed in a way the lobby has not noticed yet (the lobby's own
+    /// idle timeout is 30 s). If this peer's own frame loop stalls for longer, it assumes the
+    /// others dropped it and rejoins the room (see
+    /// [`DisconnectReason`](crate::DisconnectReason)). A browser tab in the background stops
+    /// its frame loop, so it too is dropped after this long. Default 3 s.
+    pub peer_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -47,6 +55,7 @@ impl Default for SessionConfig {
             reliable_packet_size: 1160,
             unreliable_packet_size: 1160,
             heartbeat: Duration::from_millis(250),
+            peer_timeout: Duration::from_secs(3),
         }
     }
 }

@@ -95,4 +95,13 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Ends every connection. Later calls of [`Transport::receive`] report no more packets.
     fn close(&mut self);
+
+    /// Leaves the room and joins it again, under a new id: every link goes down (reported by
+    /// the next [`Transport::receive`]) and the state goes back to
+    /// [`SocketState::Connecting`]. The plugin calls this when its own frame loop stalled for
+    /// longer than the peer timeout, since every peer has dropped it by then. Returns `false`
+    /// (the default) when the transport cannot.
+    fn rejoin(&mut self) -> bool {
+        false
+    }
 }

@@ -1,5 +1,7 @@
 //! The lifecycle moments of peers and of the socket, as observer events.
 
+use std::time::Duration;
+
 use bevy::prelude::*;
 
 use crate::error::InputError;
@@ -22,6 +24,25 @@ pub struct PeerDisconnected {
     pub peer: PeerId,
     /// The entity it had.
     pub entity: Entity,
+    /// Why it is gone.
+    pub reason: DisconnectReason,
+}
+
+/// Why a peer is gone. A game may word its "player left" message after it, or treat a time-out
+/// as a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DisconnectReason {
+    /// The connection closed: the peer left the room, or the transport lost the link.
+    Left,
+    /// Nothing arrived from the peer for this long, more than
+    /// [`SessionConfig::peer_timeout`](crate::SessionConfig::peer_timeout): it hangs, crashed,
+    /// or lost its network. Whatever it sends later is ignored; when it recovers it rejoins as a
+    /// new peer.
+    TimedOut(Duration),
+    /// This side ended it: the socket closed, or this app did not run for longer than the peer
+    /// timeout (so every peer has dropped it) and it is rejoining the room.
+    Local,
 }
 
 /// A peer's connection came up but its handshake failed (a different protocol or version):

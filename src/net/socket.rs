@@ -51,6 +51,12 @@ impl PeerSocket {
         self.state = self.transport.state();
     }
 
+    /// Leaves the room and joins it again as a new peer, if the transport can; see
+    /// [`Transport::rejoin`].
+    pub(crate) fn rejoin(&mut self) -> bool {
+        self.transport.rejoin()
+    }
+
     /// Whether packets may still flow: connecting or connected.
     pub(crate) fn is_open(&self) -> bool {
         matches!(

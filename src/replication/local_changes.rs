@@ -18,6 +18,16 @@ pub(crate) struct LocalChanges {
     pub(crate) gone: Vec<Entity>,
     /// Wire numbers of entities owned here that went away: despawns for the next update.
     pub(crate) despawned: Vec<u32>,
+    /// Entities taken over here that went away before they were announced: the peers know
+    /// them under their old owner, so they are announced and despawned in one update.
+    pub(crate) abandoned: Vec<Abandoned>,
+}
+
+/// An adopted entity despawned before its announcement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Abandoned {
+    pub(crate) net_id: u64,
+    pub(crate) flags: super::wire::SpawnFlags,
 }
 
 impl LocalChanges {
@@ -43,6 +53,11 @@ pub(crate) fn forget_gone(
     for entity in changes.gone.drain(..) {
         if let Some(owned) = ownership.forget(entity) {
             changes.despawned.push(owned.wire);
+        }
+        if let Some(flags) = ownership.take_adopted(entity)
+            && let Some(net_id) = net_ids.net_id_of(entity)
+        {
+            changes.abandoned.push(Abandoned { net_id, flags });
         }
         net_ids.unbind(entity);
     }

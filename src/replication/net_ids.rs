@@ -83,6 +83,11 @@ impl NetIds {
         self.entity(net_id)
     }
 
+    /// The id of `entity`, if it has one here.
+    pub(crate) fn net_id_of(&self, entity: Entity) -> Option<u64> {
+        self.local_to_net.get(&entity).copied()
+    }
+
     /// Records that `net_id` is `entity` here, replacing what either was bound to before.
     pub(crate) fn bind(&mut self, net_id: u64, entity: Entity) {
         if let Some(previous) = self.net_to_local.insert(net_id, entity)

@@ -72,6 +72,9 @@ pub(crate) struct Ownership {
     by_owner: HashMap<PeerId, HashMap<u32, Entity>>,
     /// Replicas whose owner left, waiting for the host to take them.
     orphans: HashSet<Entity>,
+    /// Entities taken over here and not announced yet: if the game despawns one before its
+    /// announcement, the peers still hold it under its old owner and must be told.
+    adopted: HashMap<Entity, SpawnFlags>,
 }
 
 impl Ownership {
@@ -113,6 +116,26 @@ impl Ownership {
         };
         self.owned.insert(entity, owned);
         owned
+    }
+
+    /// Hands out a wire number for an entity announced and despawned in the same update.
+    pub(crate) fn next_wire(&mut self) -> u32 {
+        self.last_wire += 1;
+        self.last_wire
+    }
+
+    /// The replica is ours now (handed to us, or an orphan we took as host); it is announced
+    /// at the next network tick.
+    pub(crate) fn adopt(&mut self, entity: Entity) {
+        if let Some(replica) = self.replicas.get(&entity) {
+            self.adopted.insert(entity, replica.flags);
+        }
+        self.forget_replica(entity);
+    }
+
+    /// The flags of an adopted entity not announced yet, which stops being adopted.
+    pub(crate) fn take_adopted(&mut self, entity: Entity) -> Option<SpawnFlags> {
+        self.adopted.remove(&entity)
     }
 
     /// The entity is no longer ours (handed over, taken, or gone).

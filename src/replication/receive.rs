@@ -134,7 +134,7 @@ impl Apply<'_> {
 
     /// Makes an entity ours: the send side announces it at the next network tick.
     fn take_over(&mut self, entity: Entity) {
-        self.ownership.forget_replica(entity);
+        self.ownership.adopt(entity);
         if let Ok(mut target) = self.world.get_entity_mut(entity) {
             target.insert(Owner::Local);
         }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 
 use self::mutations::{ChangedValue, MutationTick, PeerStream, ValueKey};
 use self::updates::{components_of, encode_updates};
-use super::local_changes::LocalChanges;
+use super::local_changes::{Abandoned, LocalChanges};
 use super::net_ids::NetIds;
 use super::ownership::{Owned, Ownership};
 use super::registry::{Change, ReplicationRegistry};
@@ -101,6 +101,7 @@ pub(crate) fn send(world: &mut World) {
         let mut changes = world.resource_mut::<LocalChanges>();
         changes.removed_components.clear();
         changes.despawned.clear();
+        changes.abandoned.clear();
         return;
     };
     world.resource_scope(|world, mut state: Mut<SendState>| {
@@ -117,6 +118,7 @@ pub(crate) fn send(world: &mut World) {
             LocalChanges {
                 removed_components: std::mem::take(&mut changes.removed_components),
                 despawned: std::mem::take(&mut changes.despawned),
+                abandoned: std::mem::take(&mut changes.abandoned),
                 gone: Vec::new(),
             }
         };
@@ -260,6 +262,7 @@ impl Tick<'_> {
                 id
             });
             self.net_ids.bind(net_id, entity);
+            self.ownership.take_adopted(entity);
             let owned = self.ownership.announce(entity, net_id, flags, self.tick);
             self.spawned_now.insert(entity);
             self.touched.push(entity);
@@ -305,6 +308,16 @@ impl Tick<'_> {
     /// Entities owned here that went away, and components removed from the others.
     fn despawns_and_removals(&mut self, changes: LocalChanges) {
         for wire in changes.despawned {
+            self.ops.push(UpdateOp::Despawn { wire });
+        }
+        for Abandoned { net_id, flags } in changes.abandoned {
+            let wire = self.ownership.next_wire();
+            self.ops.push(UpdateOp::Spawn(Spawn {
+                wire,
+                net_id,
+                flags,
+                components: Vec::new(),
+            }));
             self.ops.push(UpdateOp::Despawn { wire });
         }
         let mut removals: HashMap<Entity, Vec<u16>> = HashMap::default();

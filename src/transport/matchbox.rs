@@ -84,6 +84,8 @@ pub struct MatchboxTransport {
     /// Packets from peers matchbox has not reported connected yet (it can hand over a peer's
     /// first packets before that): held, in order, until it does.
     early: Vec<(PeerId, Vec<(Channel, Bytes)>)>,
+    /// Links of a socket left by [`Transport::rejoin`], reported down on the next receive.
+    left_behind: Vec<PeerId>,
 }
 
 /// Most packets held per peer before matchbox reports it connected.
@@ -101,6 +103,7 @@ impl MatchboxTransport {
             peers: Vec::new(),
             gone: Vec::new(),
             early: Vec::new(),
+            left_behind: Vec::new(),
         }
     }
 
@@ -149,6 +152,8 @@ impl MatchboxTransport {
 
 impl Transport for MatchboxTransport {
     fn receive(&mut self, now: Duration, io: &mut TransportIo) {
+        io.links
+            .extend(self.left_behind.drain(..).map(LinkEvent::Down));
         let mut phase = std::mem::replace(
             self.phase.get_mut().unwrap_or_else(|e| e.into_inner()),
             Phase::Done,
@@ -299,5 +304,19 @@ impl Transport for MatchboxTransport {
         if !matches!(self.state, SocketState::Failed(_)) {
             self.state = SocketState::Closed;
         }
+    }
+
+    /// Drops the socket (the lobby tells the room we left, so the others forget our old id
+    /// and its half-open connections) and opens a new one on the next receive.
+    fn rejoin(&mut self) -> bool {
+        if !matches!(self.state, SocketState::Connected(_)) {
+            return false;
+        }
+        *self.phase.get_mut().unwrap_or_else(|e| e.into_inner()) = Phase::Idle;
+        self.state = SocketState::Connecting;
+        self.left_behind.append(&mut self.peers);
+        self.gone.clear();
+        self.early.clear();
+        true
     }
 }

@@ -184,3 +184,62 @@ fn world_entities_move_to_a_new_lower_host_that_joins() {
         },
     );
 }
+
+/// What a game does when two hosts each made a world entity before they met: the host keeps
+/// one and despawns the other, possibly in the very frame it took it over.
+fn despawn_world_entities_as_soon_as_ours(
+    mut commands: Commands,
+    taken: Query<(Entity, Ref<Owner>), With<HostOwned>>,
+) {
+    for (entity, owner) in &taken {
+        if !owner.is_changed() {
+            continue;
+        }
+        if owner.is_local() {
+            commands.entity(entity).despawn();
+        }
+    }
+}
+
+#[test]
+fn a_world_entity_the_new_host_despawns_on_taking_it_over_is_gone_everywhere() {
+    let mut sim = Sim::new(
+        53,
+        LinkConditioner {
+            latency: Duration::from_millis(20),
+            ..LinkConditioner::PERFECT
+        },
+        2,
+        replicate_basics,
+    );
+    sim.connect_all();
+    sim.run_for(Duration::from_millis(100));
+    let host = (0..2)
+        .find(|&i| {
+            Some(local_id(&sim.apps[i])) == sim.apps[i].world().resource::<ConnectedPeers>().host()
+        })
+        .expect("one of the two is host");
+    sim.apps[host]
+        .world_mut()
+        .spawn((Replicated, HostOwned, Health(5)));
+    sim.run_until(
+        Duration::from_secs(2),
+        "both peers hold the world entity",
+        |sim| sim.apps.iter_mut().all(|app| held(app).len() == 1),
+    );
+    let first = local_id(&sim.apps[host]);
+    // Joiners come until one outranks the host; only that one ever owns the entity.
+    loop {
+        let index = sim.join();
+        sim.apps[index].add_systems(Update, despawn_world_entities_as_soon_as_ours);
+        sim.connect_all();
+        if local_id(&sim.apps[index]) < first {
+            break;
+        }
+    }
+    sim.run_until(
+        Duration::from_secs(3),
+        "the new host took the world entity over and despawned it: no peer may keep a copy",
+        |sim| sim.apps.iter_mut().all(|app| held(app).is_empty()),
+    );
+}

@@ -12,6 +12,7 @@ mod demo_headless;
 mod entity_mapping;
 mod late_join;
 mod leave;
+mod liveness;
 mod messages;
 mod protocol_mismatch;
 mod replication_webrtc;

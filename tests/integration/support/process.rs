@@ -56,6 +56,29 @@ impl Watched {
         }
     }
 
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`"STOP"`, `"CONT"`, ...) to the process with `kill`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.pid().to_string()])
+            .status()
+            .expect("kill(1) should run");
+        assert!(
+            status.success(),
+            "kill -{name} {} should succeed",
+            self.pid()
+        );
+    }
+
+    /// The collected lines from index `from` on.
+    pub fn since(&self, from: usize) -> &[String] {
+        &self.seen[from.min(self.seen.len())..]
+    }
+
     /// How many collected lines contain `needle`.
     pub fn said(&self, needle: &str) -> usize {
         self.seen

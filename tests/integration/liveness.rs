@@ -1,0 +1,161 @@
+//! A peer that stops running (SIGSTOP: a hung process, a frozen laptop) is dropped by the others
+//! within the peer timeout, not after the lobby's 30 s idle timeout; the world moves to a new
+//! host; and when the stopped peer runs again it rejoins the room as a new player.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::process::{Watched, demo_binary};
+use peersync_lobby::{LobbyConfig, LobbyThread};
+
+fn start_demo(lobby: &str) -> Watched {
+    Watched::spawn(
+        Command::new(demo_binary())
+            .args([
+                "--headless",
+                "--room",
+                "liveness-test",
+                "--lobby",
+                lobby,
+                "--quit-after",
+                "120",
+            ])
+            .env("RUST_LOG", "warn,bevy_peersync=info"),
+    )
+}
+
+/// The demo's once-a-second summary: `[bot ME] N players, ball at (..) owned by X, host H`.
+struct Summary {
+    me: String,
+    players: usize,
+    ball_owner: Option<String>,
+    host: String,
+}
+
+fn parse_summary(line: &str) -> Option<Summary> {
+    let rest = line.strip_prefix("[bot ")?;
+    let (me, rest) = rest.split_once("] ")?;
+    let (players, rest) = rest.split_once(" players, ")?;
+    let (ball, host) = rest.rsplit_once(", host ")?;
+    let ball_owner = ball.split_once("owned by ").map(|(_, owner)| {
+        if owner == "me" {
+            me.to_owned()
+        } else {
+            owner.to_owned()
+        }
+    });
+    Some(Summary {
+        me: me.to_owned(),
+        players: players.parse().ok()?,
+        ball_owner,
+        host: host.to_owned(),
+    })
+}
+
+fn last_summary(lines: &[String]) -> Option<Summary> {
+    lines.iter().rev().find_map(|line| parse_summary(line))
+}
+
+/// Polls `done` over the demos' output until it holds, or panics with what they printed.
+fn wait_for(
+    demos: &mut [Watched],
+    within: Duration,
+    what: &str,
+    mut done: impl FnMut(&[Watched]) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        for demo in demos.iter_mut() {
+            demo.collect();
+        }
+        if done(demos) {
+            return start.elapsed();
+        }
+        if start.elapsed() > within {
+            let logs: Vec<_> = demos
+                .iter()
+                .map(|d| d.seen[d.seen.len().saturating_sub(40)..].join("\n"))
+                .collect();
+            panic!(
+                "{what} within {within:?}; the demos' last lines:\n{}",
+                logs.join("\n---\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_stopped_host_is_replaced_within_seconds_and_rejoins_when_it_runs_again() {
+    let lobby = LobbyThread::spawn(LobbyConfig::local()).unwrap();
+    let url = format!("ws://{}", lobby.local_addr());
+    let mut demos: Vec<Watched> = (0..3).map(|_| start_demo(&url)).collect();
+    wait_for(
+        &mut demos,
+        Duration::from_secs(60),
+        "each demo should see 3 players and agree on the host",
+        |demos| {
+            let hosts: Vec<_> = demos
+                .iter()
+                .filter_map(|d| last_summary(&d.seen))
+                .filter(|s| s.players == 3)
+                .map(|s| s.host)
+                .collect();
+            hosts.len() == 3 && hosts.iter().all(|h| *h == hosts[0])
+        },
+    );
+    let host = last_summary(&demos[0].seen).unwrap().host;
+    let stopped = demos
+        .iter()
+        .position(|d| last_summary(&d.seen).is_some_and(|s| s.me == host))
+        .expect("the host is one of the demos");
+
+    demos[stopped].signal("STOP");
+    let marks: Vec<usize> = demos.iter().map(|d| d.seen.len()).collect();
+    let took = wait_for(
+        &mut demos,
+        Duration::from_secs(12),
+        "the two running demos should drop the stopped host (the lobby alone takes 30 s), \
+         agree on a new host, and have it run the ball",
+        |demos| {
+            demos
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != stopped)
+                .all(|(i, d)| {
+                    last_summary(d.since(marks[i])).is_some_and(|s| {
+                        s.players == 2
+                            && s.host != host
+                            && s.ball_owner.as_deref() == Some(s.host.as_str())
+                    })
+                })
+        },
+    );
+    eprintln!("the stopped host was replaced after {took:?}");
+
+    demos[stopped].signal("CONT");
+    let marks: Vec<usize> = demos.iter().map(|d| d.seen.len()).collect();
+    wait_for(
+        &mut demos,
+        Duration::from_secs(40),
+        "the resumed demo should notice its stall, rejoin under a new id, and all three should \
+         see 3 players with one host again",
+        |demos| {
+            let resumed = demos[stopped].since(marks[stopped]);
+            let rejoined = resumed.iter().any(|l| l.contains("rejoins the room"));
+            let summaries: Vec<_> = demos
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| last_summary(d.since(marks[i])))
+                .collect();
+            rejoined
+                && summaries.len() == 3
+                && summaries.iter().all(|s| s.players == 3)
+                && summaries.iter().all(|s| s.host == summaries[0].host)
+                && summaries
+                    .iter()
+                    .all(|s| s.ball_owner.as_deref() == Some(s.host.as_str()))
+                && summaries[stopped].me != host
+        },
+    );
+}
