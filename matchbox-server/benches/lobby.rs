@@ -56,6 +56,9 @@ impl Server {
                 "0",
                 "--max-connections",
                 "50000",
+                // Every client comes from 127.0.0.1, a thousand at a time.
+                "--join-burst-per-ip",
+                "0",
             ]),
             addr,
         )

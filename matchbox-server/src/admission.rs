@@ -2,15 +2,19 @@
 //! request, so every refusal (its HTTP status, its reason, its order against the others) is
 //! tested without a socket, in the spirit of [`crate::state`].
 //!
-//! The server gathers the facts (path, query, `Origin`, connection counts, the clock) and the
-//! rooms they are judged against, and acts on the answer; nothing here does I/O or reads a
-//! clock.
+//! The server gathers the facts (path, query, `Origin`, address, connection counts, the clock)
+//! and the state they are judged against (rooms, player tokens in use, join rate buckets), and
+//! acts on the answer; nothing here does I/O or reads a clock.
+
+use std::net::IpAddr;
 
 use axum::http::StatusCode;
+use tokio::time::Instant;
 
 use crate::LobbyConfig;
-use crate::auth::{TokenError, verify_token};
+use crate::auth::{ADMIN_SCOPE, TokenError, TokenLeases, verify_token};
 use crate::metrics::Refusal as Reason;
+use crate::ratelimit::JoinLimits;
 use crate::state::{JoinError, RoomRequest, Rooms};
 use crate::uri::{parse_query, room_name};
 
@@ -34,12 +38,36 @@ pub struct JoinFacts<'a> {
     pub query: &'a str,
     /// The `Origin` header, if the client sent one (browsers do, native clients usually not).
     pub origin: Option<&'a str>,
+    /// The client's IP address.
+    pub address: IpAddr,
     /// Connections open when this one was accepted.
     pub connections: ConnectionCounts,
     /// Whether the lobby is shutting down.
     pub shutting_down: bool,
     /// Seconds since the Unix epoch: tokens expire against it.
     pub now_unix: u64,
+    /// The monotonic clock: join rate buckets refill against it.
+    pub now: Instant,
+}
+
+/// What the lobby needs to know of a join it admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// The room to join.
+    pub request: RoomRequest,
+    /// A player token's nonce, which the joining connection holds until it leaves.
+    pub nonce: Option<String>,
+}
+
+/// The lobby's state a join is judged against.
+#[derive(Debug)]
+pub struct JoinState<'a> {
+    /// Who is in which room.
+    pub rooms: &'a Rooms,
+    /// Player tokens in use.
+    pub leases: &'a TokenLeases,
+    /// Join rate buckets; an admitted join (and any join attempt, for its address) takes a token.
+    pub limits: &'a mut JoinLimits,
 }
 
 /// A refused request: what the client is told, and the label it is counted under.
@@ -85,18 +113,30 @@ pub fn check_connections(config: &LobbyConfig, counts: ConnectionCounts) -> Resu
 }
 
 /// Decides a join: the room to put the client in, or why not. Checks run cheapest and most
-/// general first, so a client hears about the first thing it must fix.
+/// general first, so a client hears about the first thing it must fix. Every attempt counts
+/// against its address's join rate (a script retrying bad requests is still churning); only an
+/// admitted join counts against its room's.
 pub fn admit(
     config: &LobbyConfig,
     facts: &JoinFacts<'_>,
-    rooms: &Rooms,
-) -> Result<RoomRequest, Refusal> {
+    state: JoinState<'_>,
+) -> Result<Admitted, Refusal> {
     check_connections(config, facts.connections)?;
     if facts.shutting_down {
         return Err(Refusal::new(
             Reason::ShuttingDown,
             StatusCode::SERVICE_UNAVAILABLE,
             "the lobby is shutting down",
+        ));
+    }
+    if !state.limits.per_address.take(&facts.address, facts.now) {
+        return Err(Refusal::new(
+            Reason::JoinRateAddress,
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many joins from your address (more than {} at once, {}/s after)",
+                config.join_burst_per_ip, config.join_rate_per_ip
+            ),
         ));
     }
     if !config.allowed_origins.is_empty()
@@ -129,34 +169,118 @@ pub fn admit(
             }
         },
     };
-    if let Some(secret) = &config.secret {
-        let checked = match query.get("token") {
-            None => Err(TokenError::Missing),
-            Some(token) => verify_token(secret.as_bytes(), &name, token, facts.now_unix),
-        };
-        if let Err(error) = checked {
-            let reason = match error {
-                TokenError::Missing => Reason::MissingToken,
-                TokenError::Expired => Reason::ExpiredToken,
-                TokenError::Malformed | TokenError::BadSignature => Reason::BadToken,
+    let nonce = match &config.secret {
+        None => None,
+        Some(secret) => check_join_token(
+            config,
+            secret,
+            &name,
+            query.get("token").map(String::as_str),
+            facts.now_unix,
+            state.leases,
+        )
+        .map_err(|error| {
+            let (reason, status) = match error {
+                TokenError::Missing => (Reason::MissingToken, StatusCode::UNAUTHORIZED),
+                TokenError::Expired => (Reason::ExpiredToken, StatusCode::UNAUTHORIZED),
+                TokenError::TooLongLived { .. } => {
+                    (Reason::TokenLifetime, StatusCode::UNAUTHORIZED)
+                }
+                TokenError::NonceRequired => (Reason::TokenNonceRequired, StatusCode::UNAUTHORIZED),
+                TokenError::InUse => (Reason::TokenInUse, StatusCode::CONFLICT),
+                TokenError::Malformed | TokenError::BadSignature => {
+                    (Reason::BadToken, StatusCode::UNAUTHORIZED)
+                }
             };
+            Refusal::new(reason, status, error.to_string())
+        })?,
+    };
+    let request = RoomRequest { name, next };
+    match state.rooms.check_join(&request) {
+        Ok(()) => {}
+        Err(JoinError::RoomFull { capacity }) => {
             return Err(Refusal::new(
-                reason,
-                StatusCode::UNAUTHORIZED,
-                error.to_string(),
+                Reason::RoomFull,
+                StatusCode::CONFLICT,
+                format!("room {:?} is full ({capacity} peers)", request.name),
             ));
         }
+        Err(_) => unreachable!("check_join looks at capacity only"),
     }
-    let request = RoomRequest { name, next };
-    match rooms.check_join(&request) {
-        Ok(()) => Ok(request),
-        Err(JoinError::RoomFull { capacity }) => Err(Refusal::new(
-            Reason::RoomFull,
-            StatusCode::CONFLICT,
-            format!("room {:?} is full ({capacity} peers)", request.name),
-        )),
-        Err(JoinError::AlreadyJoined) => unreachable!("check_join looks at capacity only"),
+    if request.next.is_none() && !state.limits.per_room.take(&request.name, facts.now) {
+        return Err(Refusal::new(
+            Reason::JoinRateRoom,
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many joins to room {:?} (more than {} at once, {}/s after)",
+                request.name, config.join_burst_per_room, config.join_rate_per_room
+            ),
+        ));
     }
+    Ok(Admitted { request, nonce })
+}
+
+/// A join token's checks: signature and expiry, then the lobby's policy on lifetime and nonces.
+fn check_join_token(
+    config: &LobbyConfig,
+    secret: &str,
+    room: &str,
+    token: Option<&str>,
+    now_unix: u64,
+    leases: &TokenLeases,
+) -> Result<Option<String>, TokenError> {
+    let verified = verify_token(
+        secret.as_bytes(),
+        room,
+        token.ok_or(TokenError::Missing)?,
+        now_unix,
+    )?;
+    let max_secs = config.max_token_lifetime_secs;
+    if max_secs != 0 && verified.expiry.saturating_sub(now_unix) > max_secs {
+        return Err(TokenError::TooLongLived { max_secs });
+    }
+    match verified.nonce {
+        None if config.require_token_nonce => Err(TokenError::NonceRequired),
+        Some(nonce) if leases.in_use(room, &nonce) => Err(TokenError::InUse),
+        nonce => Ok(nonce),
+    }
+}
+
+/// Whether a request may read the admin endpoints (`/rooms`, `/metrics`). Open without a
+/// secret; with one it needs a token minted for [`ADMIN_SCOPE`], as `Authorization: Bearer
+/// <token>` (a metrics scraper) or `?token=` (a page that cannot set headers without a CORS
+/// preflight). No credentials: 401; credentials that do not open `/admin`: 403.
+pub fn admit_admin(
+    config: &LobbyConfig,
+    authorization: Option<&str>,
+    query: &str,
+    now_unix: u64,
+) -> Result<(), Refusal> {
+    let Some(secret) = &config.secret else {
+        return Ok(());
+    };
+    let bearer = authorization.and_then(|value| {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+    });
+    let Some(token) = bearer.or_else(|| parse_query(query).remove("token")) else {
+        return Err(Refusal::new(
+            Reason::AdminUnauthorized,
+            StatusCode::UNAUTHORIZED,
+            "an admin token is required (Authorization: Bearer <token>, or ?token=)",
+        ));
+    };
+    verify_token(secret.as_bytes(), ADMIN_SCOPE, &token, now_unix)
+        .map(|_| ())
+        .map_err(|error| {
+            Refusal::new(
+                Reason::AdminForbidden,
+                StatusCode::FORBIDDEN,
+                format!("admin token refused: {error}"),
+            )
+        })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! One client's WebSocket after the upgrade: frames from the lobby out, frames from the client
 //! in, every limit checked, and exactly one reason why it ended.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,12 +10,13 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::metrics::Close;
 use crate::protocol::{ClientFrame, parse_client_frame};
 use crate::ratelimit::TokenBucket;
-use crate::server::{ConnectionGuard, Shared, stopped};
+use crate::server::{ConnectionGuard, Outgoing, Shared, stopped};
+use crate::signal::{SentDescription, check_signal};
 use crate::state::{PeerId, SignalError};
 
 /// Longest a write to a client may take: a client that stops reading is dropped after it.
@@ -30,6 +32,8 @@ pub(crate) mod code {
     pub const IDLE_TIMEOUT: u16 = 4000;
     pub const RATE_LIMITED: u16 = 4001;
     pub const TOO_SLOW: u16 = 4002;
+    pub const INVALID_SIGNAL: u16 = 4003;
+    pub const FLOODING_PEER: u16 = 4004;
 }
 
 /// Why a connection ends: the counter to bump, the close code to send (0: none, the
@@ -53,15 +57,45 @@ fn is_oversized(error: &axum::Error) -> bool {
     )
 }
 
+/// Keeps a client in its room until dropped, so even a panic in its task (a bug, or a parser
+/// fed something it chokes on) cannot leave a ghost peer that its room keeps offering to.
+struct Membership {
+    shared: Arc<Shared>,
+    peer: PeerId,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.shared.leave(self.peer);
+    }
+}
+
+/// What a client has sent one other peer: its share of signals, and its last description
+/// (which its candidates must match).
+struct Pair {
+    bucket: TokenBucket,
+    sent: Option<SentDescription>,
+}
+
+/// The client's side of its conversations, kept in its own task (no lock needed).
+struct Sender {
+    peer: PeerId,
+    pairs: HashMap<PeerId, Pair>,
+}
+
 /// Serves one client until it leaves, breaks a limit, or the lobby shuts down; then takes it
 /// out of its room and tells it why with a close frame.
 pub(crate) async fn run_client(
     shared: Arc<Shared>,
     socket: WebSocket,
     peer: PeerId,
-    mut outbound: mpsc::Receiver<Utf8Bytes>,
+    mut outbound: mpsc::Receiver<Outgoing>,
     _guard: Option<Arc<ConnectionGuard>>,
 ) {
+    let membership = Membership {
+        shared: shared.clone(),
+        peer,
+    };
     let (mut sink, mut stream) = socket.split();
     let mut shutdown = shared.shutdown.clone();
     let idle = shared.config.idle_timeout();
@@ -71,6 +105,10 @@ pub(crate) async fn run_client(
         f64::from(shared.config.rate_per_sec),
         last_seen,
     );
+    let mut sender = Sender {
+        peer,
+        pairs: HashMap::new(),
+    };
     let ending: Ending = loop {
         tokio::select! {
             biased;
@@ -78,9 +116,12 @@ pub(crate) async fn run_client(
                 break (Close::Shutdown, code::GOING_AWAY, "the lobby is shutting down".into());
             }
             frame = outbound.recv() => {
-                let Some(text) = frame else {
+                let Some(Outgoing { text, share }) = frame else {
                     break too_slow();
                 };
+                if let Some(share) = share {
+                    share.fetch_sub(1, Ordering::AcqRel);
+                }
                 match tokio::time::timeout(WRITE_TIMEOUT, sink.send(Message::Text(text))).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => break (Close::ConnectionLost, 0, String::new()),
@@ -116,16 +157,20 @@ pub(crate) async fn run_client(
                     break (Close::RateLimited, code::RATE_LIMITED,
                         format!("more than {} messages per second", shared.config.rate_per_sec));
                 }
-                if let Some(ending) = handle_text(&shared, peer, text.as_str()) {
+                if let Some(ending) = sender.handle_text(&shared, text.as_str(), now) {
                     break ending;
                 }
             }
         }
     };
-    shared.leave(peer);
+    drop(membership);
     let (reason, close_code, text) = ending;
     shared.metrics.closed(reason);
-    debug!("peer {peer} closed: {}", reason.label());
+    match reason {
+        // A member sending garbage or flooding is worth an operator's attention, once.
+        Close::InvalidSignal | Close::FloodingPeer => info!("peer {peer} closed: {text}"),
+        _ => debug!("peer {peer} closed: {}", reason.label()),
+    }
     if close_code != 0 {
         let frame = CloseFrame {
             code: close_code,
@@ -136,20 +181,67 @@ pub(crate) async fn run_client(
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }
 
-/// Acts on one text frame; `Some` ends the connection.
-fn handle_text(shared: &Shared, peer: PeerId, text: &str) -> Option<Ending> {
-    match parse_client_frame(text) {
-        Ok(ClientFrame::KeepAlive) => None,
-        Ok(ClientFrame::Signal { receiver, data }) => relay(shared, peer, receiver, data),
-        Err(reason) => Some((
-            Close::InvalidFrame,
-            code::INVALID_PAYLOAD,
-            clip(reason, 120),
-        )),
+impl Sender {
+    /// Acts on one text frame; `Some` ends the connection.
+    fn handle_text(&mut self, shared: &Shared, text: &str, now: Instant) -> Option<Ending> {
+        match parse_client_frame(text) {
+            Ok(ClientFrame::KeepAlive) => None,
+            Ok(ClientFrame::Signal { receiver, data }) => {
+                if let Some(ending) = self.check(shared, receiver, &data, now) {
+                    return Some(ending);
+                }
+                relay(shared, self.peer, receiver, data)
+            }
+            Err(reason) => Some((
+                Close::InvalidFrame,
+                code::INVALID_PAYLOAD,
+                clip(reason, 120),
+            )),
+        }
+    }
+
+    /// A signal's checks before it is relayed: its sender's share of signals to that peer, then
+    /// its content (see [`crate::signal`]).
+    fn check(
+        &mut self,
+        shared: &Shared,
+        receiver: PeerId,
+        data: &str,
+        now: Instant,
+    ) -> Option<Ending> {
+        let config = &shared.config;
+        if self.pairs.len() >= 2 * config.room_capacity + 8 && !self.pairs.contains_key(&receiver) {
+            // Forget peers that left (each one a new id): the map follows the room.
+            let inner = shared.inner();
+            self.pairs
+                .retain(|other, _| inner.rooms.same_group(self.peer, *other));
+        }
+        let pair = self.pairs.entry(receiver).or_insert_with(|| Pair {
+            bucket: TokenBucket::full(config.pair_signal_burst, config.pair_signal_rate, now),
+            sent: None,
+        });
+        if config.pair_signal_burst != 0 && !pair.bucket.take(now) {
+            return Some((
+                Close::FloodingPeer,
+                code::FLOODING_PEER,
+                format!(
+                    "more than {} signals to peer {receiver} at once",
+                    config.pair_signal_burst
+                ),
+            ));
+        }
+        match check_signal(data, config.max_sdp_size, &mut pair.sent) {
+            Ok(()) => None,
+            Err(invalid) => Some((
+                Close::InvalidSignal,
+                code::INVALID_SIGNAL,
+                clip(format!("invalid signal: {invalid}"), 120),
+            )),
+        }
     }
 }
 
-/// Relays a signal within the sender's room; `Some` ends the sender's connection.
+/// Relays a checked signal within the sender's room; `Some` ends the sender's connection.
 fn relay(shared: &Shared, peer: PeerId, receiver: PeerId, data: Arc<str>) -> Option<Ending> {
     let mut inner = shared.inner();
     match inner.rooms.signal(peer, receiver, data) {
@@ -170,8 +262,8 @@ fn relay(shared: &Shared, peer: PeerId, receiver: PeerId, data: Arc<str>) -> Opt
             code::POLICY_VIOLATION,
             "a peer cannot signal itself".into(),
         )),
-        // Dropped as too slow a moment ago.
-        Err(SignalError::NotJoined) => Some(too_slow()),
+        // Not joined: dropped as too slow a moment ago.
+        Err(_) => Some(too_slow()),
     }
 }
 

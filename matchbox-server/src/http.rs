@@ -1,6 +1,10 @@
 //! The plain HTTP endpoints beside the WebSocket rooms: health for load balancers, the room
 //! list for lobby browsers, Prometheus metrics, and optionally a static directory (the wasm
 //! demo), all on the lobby's one port.
+//!
+//! With a secret set, room names may be private (a match's name is its invitation), so `/rooms`
+//! and `/metrics` need an admin token ([`crate::admission::admit_admin`]); `/health` stays open
+//! for load balancers.
 
 use std::sync::atomic::Ordering;
 
@@ -10,7 +14,8 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 
-use crate::server::Shared;
+use crate::admission::admit_admin;
+use crate::server::{Shared, refuse, unix_now};
 use crate::uri::parse_query;
 
 /// Answers a request that is not a WebSocket upgrade.
@@ -19,7 +24,25 @@ pub(crate) async fn endpoint(shared: &Shared, request: Request) -> Response {
         return (StatusCode::METHOD_NOT_ALLOWED, "only GET").into_response();
     }
     let query = request.uri().query().unwrap_or("");
-    match request.uri().path() {
+    let path = request.uri().path();
+    if path == "/rooms" || path == "/metrics" {
+        let authorization = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Err(refusal) = admit_admin(&shared.config, authorization, query, unix_now()) {
+            let unauthorized = refusal.status == StatusCode::UNAUTHORIZED;
+            let mut response = refuse(shared, refusal);
+            if unauthorized {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"peersync-lobby\""),
+                );
+            }
+            return response;
+        }
+    }
+    match path {
         "/health" => (StatusCode::OK, "ok\n").into_response(),
         "/rooms" => rooms(shared, query),
         "/metrics" => metrics(shared),

@@ -3,12 +3,26 @@
 //!
 //! It adds what a public server needs: rooms isolated from each other, `?next=N` matchmaking,
 //! room capacity, a lobby browser (`GET /rooms`), health and Prometheus metrics, size, rate,
-//! idle and handshake limits, connection limits in total and per address, signed join tokens
-//! and an Origin allowlist. Every refusal has an HTTP status and every close a close code, each
-//! with a reason, and each counted.
+//! idle and handshake limits, connection limits in total and per address, join rate limits per
+//! address and per room, signed join tokens (per room, or per player: one live connection per
+//! token) with a bounded lifetime, admin tokens for `/rooms` and `/metrics`, and an Origin
+//! allowlist. Every refusal has an HTTP status and every close a close code, each with a
+//! reason, and each counted.
 //!
-//! The parts: [`admission`] decides joins (pure), [`state`] holds rooms (pure), [`ratelimit`]
-//! the token buckets, [`auth`] the tokens; the server module does the I/O around them.
+//! Anyone holding a room's URL is a member of that room, so the lobby does not trust members
+//! either: every signal is checked before it is relayed ([`signal`]: matchbox_socket unwraps
+//! what it is sent, and one garbage answer used to panic every native peer of a room), a
+//! member flooding another is closed (4004) and can never fill its victim's queue (its share is
+//! bounded), and a member cannot reach another room. `docs/threat-model.md` lists who can do
+//! what to whom and what stops them.
+//!
+//! Close codes: 1001 shutting down, 1003 binary frame, 1007 not the protocol, 1008 signalling
+//! oneself, 1009 message too big, 4000 idle, 4001 too many messages, 4002 too slow to read,
+//! 4003 invalid signal, 4004 flooding a peer.
+//!
+//! The parts: [`admission`] decides joins (pure), [`signal`] checks signals (pure), [`state`]
+//! holds rooms (pure), [`ratelimit`] the token buckets, [`auth`] the tokens; the server module
+//! does the I/O around them.
 //!
 //! Embed it (tests, a game's "host a lobby" button) or run the `peersync-lobby` binary:
 //!
@@ -30,6 +44,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod ratelimit;
 mod server;
+pub mod signal;
 pub mod state;
 mod uri;
 
@@ -59,6 +74,12 @@ pub struct LobbyConfig {
     #[arg(long, env = "PEERSYNC_LOBBY_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
     pub max_message_size: usize,
 
+    /// Largest offer or answer SDP relayed, in bytes; a larger one closes its sender with 4003.
+    /// Real ones weigh 450 bytes (native matchbox) to about 0.7 KiB (Chromium, with its
+    /// candidates in it; each candidate line adds 95–130 bytes).
+    #[arg(long, env = "PEERSYNC_LOBBY_MAX_SDP_SIZE", default_value_t = signal::DEFAULT_MAX_SDP_SIZE)]
+    pub max_sdp_size: usize,
+
     /// Messages per second a connection may send on average (token bucket refill).
     #[arg(long, env = "PEERSYNC_LOBBY_RATE", default_value_t = 50)]
     pub rate_per_sec: u32,
@@ -67,6 +88,33 @@ pub struct LobbyConfig {
     /// 16 trickles a few hundred ICE candidates at once.
     #[arg(long, env = "PEERSYNC_LOBBY_RATE_BURST", default_value_t = 500)]
     pub rate_burst: u32,
+
+    /// Signals one peer may send one other peer in a burst; more closes the sender with 4004.
+    /// A handshake is an offer or answer and a few dozen candidates at most.
+    #[arg(long, env = "PEERSYNC_LOBBY_PAIR_SIGNAL_BURST", default_value_t = 100)]
+    pub pair_signal_burst: u32,
+
+    /// Signals per second one peer may send one other peer on average, after its burst.
+    #[arg(long, env = "PEERSYNC_LOBBY_PAIR_SIGNAL_RATE", default_value_t = 10.0)]
+    pub pair_signal_rate: f64,
+
+    /// Joins from one IP address in a burst; more are refused with 429 until it refills.
+    /// 0: no limit.
+    #[arg(long, env = "PEERSYNC_LOBBY_JOIN_BURST_PER_IP", default_value_t = 64)]
+    pub join_burst_per_ip: u32,
+
+    /// Joins per second from one IP address on average, after its burst.
+    #[arg(long, env = "PEERSYNC_LOBBY_JOIN_RATE_PER_IP", default_value_t = 16.0)]
+    pub join_rate_per_ip: f64,
+
+    /// Joins to one full-mesh room in a burst (a room of 16 filling at once is 16); more are
+    /// refused with 429. 0: no limit.
+    #[arg(long, env = "PEERSYNC_LOBBY_JOIN_BURST_PER_ROOM", default_value_t = 32)]
+    pub join_burst_per_room: u32,
+
+    /// Joins per second to one full-mesh room on average, after its burst.
+    #[arg(long, env = "PEERSYNC_LOBBY_JOIN_RATE_PER_ROOM", default_value_t = 2.0)]
+    pub join_rate_per_room: f64,
 
     /// Seconds without any frame from a client (KeepAlive included) before it is closed.
     /// matchbox clients send a KeepAlive every 10 s.
@@ -93,10 +141,25 @@ pub struct LobbyConfig {
     #[arg(long, env = "PEERSYNC_LOBBY_BACKLOG", default_value_t = 4096)]
     pub backlog: u32,
 
-    /// Shared secret for signed join tokens; when set, every join needs `?token=` (see the
-    /// `auth` module for the format).
+    /// Shared secret for signed tokens; when set, every join needs `?token=` and `/rooms` and
+    /// `/metrics` need an admin token (see the `auth` module for the formats).
     #[arg(long, env = "PEERSYNC_LOBBY_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+
+    /// Join tokens expiring further than this many seconds from now are refused (401): a leaked
+    /// long-lived token is a password that never changes. 0: any lifetime. Admin tokens are
+    /// exempt, so a metrics scraper can hold one.
+    #[arg(
+        long = "max-token-lifetime",
+        env = "PEERSYNC_LOBBY_MAX_TOKEN_LIFETIME",
+        default_value_t = 86_400
+    )]
+    pub max_token_lifetime_secs: u64,
+
+    /// Accept only player tokens (`<expiry>.<nonce>.<sig>`, one live connection per nonce), not
+    /// room tokens (`<expiry>.<sig>`).
+    #[arg(long, env = "PEERSYNC_LOBBY_REQUIRE_TOKEN_NONCE")]
+    pub require_token_nonce: bool,
 
     /// Origins allowed to connect (e.g. `https://game.example.com`); repeat the flag or
     /// separate with commas. Empty: any origin, and clients that send none (native).
@@ -123,14 +186,23 @@ impl Default for LobbyConfig {
             room_capacity: 16,
             max_next: 16,
             max_message_size: 64 * 1024,
+            max_sdp_size: signal::DEFAULT_MAX_SDP_SIZE,
             rate_per_sec: 50,
             rate_burst: 500,
+            pair_signal_burst: 100,
+            pair_signal_rate: 10.0,
+            join_burst_per_ip: 64,
+            join_rate_per_ip: 16.0,
+            join_burst_per_room: 32,
+            join_rate_per_room: 2.0,
             idle_timeout_secs: 30,
             handshake_timeout_secs: 10,
             max_connections: 20_000,
             max_connections_per_ip: 64,
             backlog: 4096,
             secret: None,
+            max_token_lifetime_secs: 86_400,
+            require_token_nonce: false,
             allowed_origins: Vec::new(),
             static_dir: None,
             shutdown_grace_secs: 5,

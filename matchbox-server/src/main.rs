@@ -23,13 +23,19 @@ struct Cli {
     #[arg(long, env = "PEERSYNC_LOBBY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
-    /// Prints a join token for ROOM valid for --token-ttl seconds (needs --secret) and exits.
+    /// Prints a token for ROOM valid for --token-ttl seconds (needs --secret) and exits.
+    /// `--mint-token /admin` mints an admin token for `/rooms` and `/metrics`.
     #[arg(long, value_name = "ROOM")]
     mint_token: Option<String>,
 
     /// Lifetime of a token printed by --mint-token, in seconds.
     #[arg(long, default_value_t = 3600)]
     token_ttl: u64,
+
+    /// With --mint-token: a player token bound to NONCE (1–64 of A–Z a–z 0–9 - _), which one
+    /// live connection at a time may use.
+    #[arg(long, value_name = "NONCE", requires = "mint_token")]
+    token_nonce: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -56,10 +62,25 @@ fn main() -> std::process::ExitCode {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        println!(
-            "{}",
-            peersync_lobby::auth::mint_token(secret.as_bytes(), room, now + cli.token_ttl)
-        );
+        let expiry = now + cli.token_ttl;
+        let token = match &cli.token_nonce {
+            None => peersync_lobby::auth::mint_token(secret.as_bytes(), room, expiry),
+            Some(nonce) => {
+                match peersync_lobby::auth::mint_player_token(
+                    secret.as_bytes(),
+                    room,
+                    expiry,
+                    nonce,
+                ) {
+                    Some(token) => token,
+                    None => {
+                        eprintln!("--token-nonce must be 1 to 64 of A-Z a-z 0-9 - _");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                }
+            }
+        };
+        println!("{token}");
         return std::process::ExitCode::SUCCESS;
     }
 

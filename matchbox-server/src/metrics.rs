@@ -11,6 +11,8 @@ macro_rules! reasons {
         impl $name {
             /// Every reason, in order.
             pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+            /// How many reasons there are.
+            pub const COUNT: usize = Self::ALL.len();
             /// The label value.
             pub fn label(self) -> &'static str {
                 match self { $($name::$variant => $label,)* }
@@ -32,6 +34,13 @@ reasons! {
         OriginNotAllowed => "origin_not_allowed",
         RoomFull => "room_full",
         ShuttingDown => "shutting_down",
+        JoinRateAddress => "join_rate_address",
+        JoinRateRoom => "join_rate_room",
+        TokenLifetime => "token_lifetime",
+        TokenNonceRequired => "token_nonce_required",
+        TokenInUse => "token_in_use",
+        AdminUnauthorized => "admin_unauthorized",
+        AdminForbidden => "admin_forbidden",
     }
 }
 
@@ -47,6 +56,8 @@ reasons! {
         BinaryFrame => "binary_frame",
         TooSlow => "too_slow",
         Shutdown => "shutdown",
+        InvalidSignal => "invalid_signal",
+        FloodingPeer => "flooding_peer",
     }
 }
 
@@ -61,8 +72,10 @@ pub struct Metrics {
     pub bytes_relayed: AtomicU64,
     /// Signals for a peer not in the sender's room.
     pub signals_unknown_receiver: AtomicU64,
-    refusals: [AtomicU64; 10],
-    closes: [AtomicU64; 9],
+    /// Signals dropped because their sender already filled its share of the receiver's queue.
+    pub signals_over_share: AtomicU64,
+    refusals: [AtomicU64; Refusal::COUNT],
+    closes: [AtomicU64; Close::COUNT],
 }
 
 impl Metrics {
@@ -144,6 +157,12 @@ impl Metrics {
             "Signals dropped: the receiver is not in the sender's room.",
             load(&self.signals_unknown_receiver),
         );
+        counter(
+            &mut out,
+            "peersync_lobby_signals_over_share_total",
+            "Signals dropped: the sender already filled its share of the receiver's queue.",
+            load(&self.signals_over_share),
+        );
         let _ = writeln!(
             out,
             "# HELP peersync_lobby_refusals_total Connections refused, by reason."
@@ -187,7 +206,8 @@ mod tests {
         assert!(text.contains("peersync_lobby_refusals_total{reason=\"room_full\"} 1"));
         assert!(text.contains("peersync_lobby_closes_total{reason=\"shutdown\"} 1"));
         assert!(text.contains("peersync_lobby_peers 2"));
-        assert_eq!(Refusal::ALL.len(), 10);
-        assert_eq!(Close::ALL.len(), 9);
+        assert_eq!(Refusal::ALL.len(), 17);
+        assert_eq!(Close::ALL.len(), 11);
+        assert!(text.contains(r#"peersync_lobby_closes_total{reason="invalid_signal"} 0"#));
     }
 }

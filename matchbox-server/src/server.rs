@@ -29,18 +29,42 @@ use tracing::{debug, info, warn};
 use uuid::Uuid;
 
 use crate::LobbyConfig;
-use crate::admission::{self, ConnectionCounts, JoinFacts, Refusal};
+use crate::admission::{self, ConnectionCounts, JoinFacts, JoinState, Refusal};
+use crate::auth::TokenLeases;
 use crate::client::run_client;
 use crate::metrics::Metrics;
 use crate::protocol::encode_server_frame;
+use crate::ratelimit::JoinLimits;
 use crate::state::{Outbox, PeerId, Rooms, ServerFrame};
 
-/// Frames queued for one client before it counts as too slow to read and is dropped.
-const OUTBOUND_CAPACITY: usize = 256;
+/// Lobby frames (ids, joins, leaves) queued for one client before it counts as too slow to
+/// read and is dropped.
+const LOBBY_FRAMES: usize = 256;
+
+/// Signals from one sender queued for one receiver, at most: more are dropped (and counted).
+/// A receiver's queue is `LOBBY_FRAMES` plus one share per possible sender, so no sender, nor
+/// all of a room's members together, can fill it and get the receiver dropped as too slow.
+pub(crate) const SIGNAL_SHARE: usize = 32;
+
+/// A frame on its way to a client: the text, and for a signal its sender's share counter of
+/// the receiver's queue, given back when the receiver's task takes the frame.
+pub(crate) struct Outgoing {
+    pub(crate) text: Utf8Bytes,
+    pub(crate) share: Option<Arc<AtomicUsize>>,
+}
+
+/// A connected client, as the lobby reaches it.
+struct Slot {
+    outbound: mpsc::Sender<Outgoing>,
+    /// Per sender: its signals queued for this client.
+    shares: HashMap<PeerId, Arc<AtomicUsize>>,
+}
 
 pub(crate) struct Inner {
     pub(crate) rooms: Rooms,
-    clients: HashMap<PeerId, mpsc::Sender<Utf8Bytes>>,
+    clients: HashMap<PeerId, Slot>,
+    leases: TokenLeases,
+    limits: JoinLimits,
 }
 
 /// Everything the lobby's tasks share.
@@ -66,15 +90,35 @@ impl Shared {
         *self.shutdown.borrow()
     }
 
-    /// Sends frames to their clients. A client whose queue is full is too slow: it leaves its
-    /// room (whose other members are told) and its task closes the socket.
+    /// Sends frames to their clients. A signal whose sender already has its share of the
+    /// receiver's queue is dropped: the sender is the one flooding, the receiver stays. A
+    /// client whose queue is full anyway (of lobby frames) is too slow: it leaves its room
+    /// (whose other members are told) and its task closes the socket.
     pub(crate) fn deliver(&self, inner: &mut Inner, outbox: Outbox) {
         let mut work = outbox;
         while !work.is_empty() {
             let mut next = Vec::new();
             for (peer, frame) in work {
-                let Some(sender) = inner.clients.get(&peer) else {
+                let Some(slot) = inner.clients.get_mut(&peer) else {
                     continue;
+                };
+                let share = match &frame {
+                    ServerFrame::Signal { sender, .. } => {
+                        let share = slot.shares.entry(*sender).or_default();
+                        if share.load(Ordering::Acquire) >= SIGNAL_SHARE {
+                            self.metrics
+                                .signals_over_share
+                                .fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        share.fetch_add(1, Ordering::AcqRel);
+                        Some(share.clone())
+                    }
+                    ServerFrame::PeerLeft(left) => {
+                        slot.shares.remove(left);
+                        None
+                    }
+                    _ => None,
                 };
                 let text = Utf8Bytes::from(encode_server_frame(&frame));
                 if let ServerFrame::Signal { data, .. } = &frame {
@@ -83,8 +127,9 @@ impl Shared {
                         .bytes_relayed
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
-                if sender.try_send(text).is_err() {
+                if slot.outbound.try_send(Outgoing { text, share }).is_err() {
                     inner.clients.remove(&peer);
+                    inner.leases.release(peer);
                     next.extend(inner.rooms.leave(peer));
                 }
             }
@@ -95,6 +140,7 @@ impl Shared {
     pub(crate) fn leave(&self, peer: PeerId) {
         let mut inner = self.inner();
         inner.clients.remove(&peer);
+        inner.leases.release(peer);
         let out = inner.rooms.leave(peer);
         self.deliver(&mut inner, out);
     }
@@ -130,6 +176,8 @@ struct ConnectionMeta {
     guard: Option<Arc<ConnectionGuard>>,
     /// The counts it was accepted with, which explain a refusal.
     counts: ConnectionCounts,
+    /// Its IP address.
+    address: IpAddr,
 }
 
 /// Counts a new connection in, unless it is over a connection limit: then it is not counted
@@ -144,6 +192,7 @@ fn count_connection(shared: &Arc<Shared>, ip: IpAddr) -> ConnectionMeta {
         return ConnectionMeta {
             guard: None,
             counts,
+            address: ip,
         };
     }
     *per_ip.entry(ip).or_default() += 1;
@@ -154,6 +203,7 @@ fn count_connection(shared: &Arc<Shared>, ip: IpAddr) -> ConnectionMeta {
             ip,
         })),
         counts,
+        address: ip,
     }
 }
 
@@ -185,6 +235,8 @@ impl Lobby {
             inner: Mutex::new(Inner {
                 rooms: Rooms::new(config.room_capacity),
                 clients: HashMap::new(),
+                leases: TokenLeases::default(),
+                limits: JoinLimits::new(&config),
             }),
             config,
             metrics: Metrics::default(),
@@ -429,30 +481,49 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             .headers
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok()),
+        address: meta.address,
         connections: meta.counts,
         shutting_down: shared.shutting_down(),
         now_unix: unix_now(),
+        now: Instant::now(),
     };
     let peer = Uuid::new_v4();
-    let (tx, rx) = mpsc::channel(OUTBOUND_CAPACITY);
+    let capacity = LOBBY_FRAMES + shared.config.room_capacity.max(1) * SIGNAL_SHARE;
+    let (tx, rx) = mpsc::channel(capacity);
     let request = {
-        let mut inner = shared.inner();
-        let request = match admission::admit(&shared.config, &facts, &inner.rooms) {
-            Ok(request) => request,
+        let mut guard = shared.inner();
+        let inner = &mut *guard;
+        let state = JoinState {
+            rooms: &inner.rooms,
+            leases: &inner.leases,
+            limits: &mut inner.limits,
+        };
+        let admitted = match admission::admit(&shared.config, &facts, state) {
+            Ok(admitted) => admitted,
             Err(refusal) => {
-                drop(inner);
+                drop(guard);
                 return refuse(&shared, refusal);
             }
         };
         // Joining before the upgrade completes lets a full room be refused with a status, and
         // queues the frames (the id first) until the socket is up. Admission and the join
-        // share one lock, so the room cannot fill in between.
+        // share one lock, so the room cannot fill (nor a nonce be taken) in between.
+        let request = admitted.request;
         let out = inner
             .rooms
             .join(peer, request.clone())
             .expect("admitted under the same lock, with a fresh id");
-        inner.clients.insert(peer, tx);
-        shared.deliver(&mut inner, out);
+        if let Some(nonce) = admitted.nonce {
+            inner.leases.take(request.name.clone(), nonce, peer);
+        }
+        inner.clients.insert(
+            peer,
+            Slot {
+                outbound: tx,
+                shares: HashMap::new(),
+            },
+        );
+        shared.deliver(inner, out);
         request
     };
     debug!("peer {peer} joins {request:?}");

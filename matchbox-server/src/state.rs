@@ -41,6 +41,7 @@ pub enum ServerFrame {
 
 /// Why a join was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JoinError {
     /// The room holds as many peers as it may.
     RoomFull {
@@ -53,6 +54,7 @@ pub enum JoinError {
 
 /// Why a signal was not relayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SignalError {
     /// The sender is not in a room.
     NotJoined,
@@ -234,6 +236,14 @@ impl Rooms {
                 Ok((receiver, ServerFrame::Signal { sender, data }))
             }
             _ => Err(SignalError::UnknownReceiver),
+        }
+    }
+
+    /// Whether `a` and `b` are in one group, i.e. may signal each other.
+    pub fn same_group(&self, a: PeerId, b: PeerId) -> bool {
+        match (self.members.get(&a), self.members.get(&b)) {
+            (Some(a), Some(b)) => a.group == b.group,
+            _ => false,
         }
     }
 

@@ -6,7 +6,7 @@ mod client;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use client::*;
-use peersync_lobby::auth::mint_token;
+use peersync_lobby::auth::{ADMIN_SCOPE, mint_token};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn now() -> u64 {
@@ -43,7 +43,8 @@ async fn tokens_are_checked_for_room_signature_and_expiry() {
             "{path}: {body:?} should say {reason:?}"
         );
     }
-    let (_, metrics) = get(&lobby, "/metrics").await;
+    let admin = mint_token(b"s3cret", ADMIN_SCOPE, now() + 60);
+    let (_, metrics) = get(&lobby, &format!("/metrics?token={admin}")).await;
     assert!(
         metrics.contains(r#"peersync_lobby_refusals_total{reason="bad_token"} 3"#),
         "{metrics}"

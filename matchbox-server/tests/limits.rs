@@ -21,7 +21,7 @@ async fn bystanders(lobby: &Lobby) -> (Ws, Ws, String) {
 }
 
 async fn still_served(a: &mut Ws, b: &mut Ws, b_id: &str) {
-    send(a, &signal_to(b_id, r#"{"Answer":"still here"}"#)).await;
+    send(a, &signal_to(b_id, &answer("still here"))).await;
     let text = next_text(b).await;
     assert!(
         text.contains("still here"),

@@ -25,22 +25,15 @@ async fn join_signal_keep_alive_and_leave_in_matchbox_json() {
         "the newcomer is told of nobody: each pair is introduced to one side"
     );
 
-    send(&mut a, &signal_to(&b_id, r#"{"Offer":"v=0 sdp"}"#)).await;
-    assert_eq!(
-        next_text(&mut b).await,
-        format!(r#"{{"Signal":{{"sender":"{a_id}","data":{{"Offer":"v=0 sdp"}}}}}}"#)
-    );
-    send(
-        &mut b,
-        &signal_to(&a_id, r#"{"IceCandidate":"{\"candidate\":\"x\"}"}"#),
-    )
-    .await;
-    assert_eq!(
-        next_text(&mut a).await,
-        format!(
-            r#"{{"Signal":{{"sender":"{b_id}","data":{{"IceCandidate":"{{\"candidate\":\"x\"}}"}}}}}}"#
-        )
-    );
+    // The data is relayed byte for byte, as the sender wrote it.
+    let relayed =
+        |sender: &str, data: &str| format!(r#"{{"Signal":{{"sender":"{sender}","data":{data}}}}}"#);
+    send(&mut a, &signal_to(&b_id, &offer("from a"))).await;
+    assert_eq!(next_text(&mut b).await, relayed(&a_id, &offer("from a")));
+    send(&mut b, &signal_to(&a_id, &answer("from b"))).await;
+    assert_eq!(next_text(&mut a).await, relayed(&b_id, &answer("from b")));
+    send(&mut b, &signal_to(&a_id, &candidate(50000))).await;
+    assert_eq!(next_text(&mut a).await, relayed(&b_id, &candidate(50000)));
 
     send(&mut a, r#""KeepAlive""#).await;
     assert!(

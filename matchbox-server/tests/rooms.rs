@@ -12,7 +12,7 @@ async fn signals_never_cross_rooms() {
     let lobby = lobby(|_| {}).await;
     let (mut a, _) = join(&lobby, "/red").await;
     let (mut outsider, outsider_id) = join(&lobby, "/blue").await;
-    send(&mut a, &signal_to(&outsider_id, r#"{"Offer":"x"}"#)).await;
+    send(&mut a, &signal_to(&outsider_id, &offer("x"))).await;
     assert!(
         silent(&mut outsider, Duration::from_millis(300)).await,
         "a peer of another room gets nothing"
@@ -49,7 +49,7 @@ async fn next_2_pairs_four_players_into_two_pairs() {
     );
     assert!(silent(&mut p2, Duration::from_millis(200)).await);
     assert!(silent(&mut p4, Duration::from_millis(200)).await);
-    send(&mut p1, &signal_to(&id4, r#"{"Offer":"x"}"#)).await;
+    send(&mut p1, &signal_to(&id4, &offer("x"))).await;
     assert!(
         silent(&mut p4, Duration::from_millis(200)).await,
         "pairs are isolated from each other"

@@ -88,6 +88,41 @@ pub fn signal_to(receiver: &str, data: &str) -> String {
     format!(r#"{{"Signal":{{"receiver":"{receiver}","data":{data}}}}}"#)
 }
 
+/// A real minimal data-channel SDP in webrtc-rs's shape, which the lobby relays; `marker` is its
+/// session name, so a test can recognise its copy.
+pub fn sdp(setup: &str, marker: &str) -> String {
+    let fingerprint: Vec<String> = (0..32).map(|i| format!("{i:02X}")).collect();
+    format!(
+        "v=0\r\no=- 4215469786452367785 1 IN IP4 0.0.0.0\r\ns={marker}\r\nt=0 0\r\n\
+         a=fingerprint:sha-256 {}\r\na=group:BUNDLE 0\r\n\
+         m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
+         a=setup:{setup}\r\na=mid:0\r\na=sendrecv\r\na=sctp-port:5000\r\n\
+         a=ice-ufrag:AbCdEfGhIjKlMnOp\r\na=ice-pwd:AbCdEfGhIjKlMnOpQrStUvWxYz012345\r\n",
+        fingerprint.join(":")
+    )
+}
+
+/// `{"Offer":<sdp>}`: a signal's data.
+pub fn offer(marker: &str) -> String {
+    serde_json::json!({ "Offer": sdp("actpass", marker) }).to_string()
+}
+
+/// `{"Answer":<sdp>}`: a signal's data.
+pub fn answer(marker: &str) -> String {
+    serde_json::json!({ "Answer": sdp("active", marker) }).to_string()
+}
+
+/// `{"IceCandidate":"<init json>"}` for a host candidate on `port`, as native matchbox sends
+/// it; valid once its sender has sent the receiver an offer or answer.
+pub fn candidate(port: u16) -> String {
+    let init = serde_json::json!({
+        "candidate": format!("candidate:1 1 udp 2130706431 192.0.2.10 {port} typ host"),
+        "sdpMid": "",
+        "sdpMLineIndex": 0,
+    });
+    serde_json::json!({ "IceCandidate": init.to_string() }).to_string()
+}
+
 /// A refused join: its HTTP status and body.
 pub async fn refused(lobby: &Lobby, path: &str) -> (u16, String) {
     refused_url(&url(lobby, path)).await
@@ -110,19 +145,30 @@ pub async fn refused_url(url: &str) -> (u16, String) {
 
 /// A plain HTTP GET: status and body.
 pub async fn get(lobby: &Lobby, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(lobby.local_addr()).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: lobby\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .unwrap()
-        .unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
+    get_with(lobby, path, "").await
+}
+
+/// A plain HTTP GET with extra header lines (each ending in `\r\n`): status and body.
+pub async fn get_with(lobby: &Lobby, path: &str, headers: &str) -> (u16, String) {
+    let response = get_raw(lobby, path, headers).await;
     let status = response[9..12].parse().unwrap();
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// A plain HTTP GET: the whole response, status line and headers included.
+pub async fn get_raw(lobby: &Lobby, path: &str, headers: &str) -> String {
+    let mut stream = TcpStream::connect(lobby.local_addr()).await.unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: lobby\r\nConnection: close\r\n{headers}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&response).into_owned()
 }
