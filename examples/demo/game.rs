@@ -18,8 +18,9 @@ pub struct Player;
 #[derive(Component, Serialize, Deserialize, Clone, Copy, Debug, Default)]
 pub struct Ball;
 
-/// The ball's velocity: known only to the host that simulates it.
-#[derive(Component, Default)]
+/// The ball's velocity. Only the host simulates the ball, but the velocity is replicated too,
+/// so that the next host carries on the ball's motion instead of stopping it.
+#[derive(Component, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
 pub struct Velocity(pub Vec2);
 
 /// Where this peer wants its square to go, from the keyboard or a bot.
@@ -108,35 +109,43 @@ fn simulate_ball(
     mut balls: Query<(Entity, &Owner, &mut Transform, Option<&mut Velocity>), With<Ball>>,
 ) {
     let dt = time.delta_secs();
-    for (entity, owner, mut transform, velocity) in &mut balls {
+    for (entity, owner, transform, velocity) in &mut balls {
         if !owner.is_local() {
             continue;
         }
         let Some(mut velocity) = velocity else {
-            // Just taken over from a host that left: start from rest.
+            // Made by a host that had no velocity to give (an older build): start from rest.
             commands.entity(entity).insert(Velocity::default());
             continue;
         };
+        // Worked on a copy and written only when it changed, so a ball at rest sends nothing.
+        let mut moving = *velocity;
         let mut position = transform.translation.truncate();
         for player in &players {
             let offset = position - player.translation.truncate();
             let reach = (PLAYER_SIZE + BALL_SIZE) / 2.0;
             if offset.abs().max_element() < reach {
                 let push = offset.try_normalize().unwrap_or(Vec2::X);
-                velocity.0 = velocity.0.lerp(push * 500.0, 0.5);
+                moving.0 = moving.0.lerp(push * 500.0, 0.5);
                 position += push * 2.0;
             }
         }
-        position += velocity.0 * dt;
-        velocity.0 *= 0.985_f32.powf(dt * 60.0);
+        position += moving.0 * dt;
+        moving.0 *= 0.985_f32.powf(dt * 60.0);
+        if moving.0.length_squared() < 1.0 {
+            moving.0 = Vec2::ZERO;
+        }
         let limit = ARENA - Vec2::splat(BALL_SIZE / 2.0);
         for axis in 0..2 {
             if position[axis].abs() > limit[axis] {
                 position[axis] = position[axis].clamp(-limit[axis], limit[axis]);
-                velocity.0[axis] = -velocity.0[axis] * 0.8;
+                moving.0[axis] = -moving.0[axis] * 0.8;
             }
         }
-        transform.translation = position.extend(2.0);
+        velocity.set_if_neq(moving);
+        transform
+            .map_unchanged(|t| &mut t.translation)
+            .set_if_neq(position.extend(2.0));
     }
 }
 

@@ -5,7 +5,7 @@ use bevy::prelude::*;
 use bevy_peersync::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::game::{Ball, Player};
+use crate::game::{Ball, Player, Velocity};
 
 /// A reliable message: said once to every peer that joins.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -30,6 +30,7 @@ pub fn plugin(app: &mut App, room_url: String) {
     app.replicate_codec::<Transform>(TransformCodec::default()) // 13 bytes per moving square
         .replicate::<Player>()
         .replicate::<Ball>()
+        .replicate::<Velocity>() // so the next host carries the ball on
         .add_peer_message::<Greeting>(Channel::Reliable);
 
     // 3. Say hello to whoever joins, and note what others say.

@@ -35,6 +35,9 @@ pub(crate) struct PendingClaim {
     /// The sender's tick of the update it came in.
     pub(crate) tick: u32,
     pub(crate) spawn: Spawn,
+    /// The sender despawned it while the claim waited: if the claim is accepted, the entity
+    /// goes (rather than being kept forever under an owner that no longer has it).
+    pub(crate) despawned: bool,
 }
 
 /// What becomes of a replica whose owner left.
@@ -64,6 +67,16 @@ impl Authority {
 
     pub(crate) fn wait(&mut self, claim: PendingClaim) {
         self.pending.push(claim);
+    }
+
+    /// The sender despawned what its waiting claim is about. Returns whether such a claim
+    /// exists.
+    pub(crate) fn despawned(&mut self, sender: PeerId, wire: u32) -> bool {
+        let claim = self
+            .pending
+            .iter_mut()
+            .find(|claim| claim.sender == sender && claim.spawn.wire == wire);
+        claim.map(|claim| claim.despawned = true).is_some()
     }
 
     pub(crate) fn take_pending(&mut self) -> Vec<PendingClaim> {

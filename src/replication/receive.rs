@@ -164,6 +164,7 @@ impl Apply<'_> {
                     since: self.now,
                     tick,
                     spawn,
+                    despawned: false,
                 }),
                 UpdateOp::Insert { wire, components } => {
                     if let Some(entity) = self.ownership.entity_of(sender, wire) {
@@ -184,6 +185,8 @@ impl Apply<'_> {
                 UpdateOp::Despawn { wire } => {
                     if let Some(entity) = self.ownership.entity_of(sender, wire) {
                         self.despawn(entity);
+                    } else {
+                        self.authority.despawned(sender, wire);
                     }
                 }
                 UpdateOp::HandOver { wire, to } => {
@@ -443,6 +446,11 @@ impl Apply<'_> {
                 None => Verdict::Accept,
             };
             match verdict {
+                Verdict::Accept if claim.despawned => {
+                    if let Some(entity) = self.existing(claim.spawn.net_id) {
+                        self.despawn(entity);
+                    }
+                }
                 Verdict::Accept => self.spawn(claim),
                 Verdict::Wait if !authority::expired(&claim, self.now, self.config) => {
                     self.authority.wait(claim);
