@@ -81,6 +81,9 @@ pub enum InputError {
     /// A message that is only valid from another peer (e.g. a write to something it does not
     /// own).
     Unauthorized(String),
+    /// The peer went over a limit this peer sets on what one peer may make it hold (see
+    /// `ReplicationConfig::max_entities_per_peer`); what was over it is dropped.
+    OverLimit(String),
 }
 
 impl From<WireError> for InputError {
@@ -108,6 +111,7 @@ impl fmt::Display for InputError {
             }
             InputError::Handshake(reason) => write!(f, "handshake: {reason}"),
             InputError::Unauthorized(reason) => write!(f, "unauthorized: {reason}"),
+            InputError::OverLimit(reason) => write!(f, "over a limit: {reason}"),
         }
     }
 }

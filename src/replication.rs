@@ -100,6 +100,11 @@ pub struct ReplicationConfig {
     /// references from it become [`Entity::PLACEHOLDER`]. Bounds what a peer sending garbage
     /// references can make this peer allocate. Default 4096.
     pub max_unresolved_references: usize,
+    /// How many replicated entities one peer may own here. Spawns beyond it are dropped and
+    /// reported ([`PeerInputRejected`](crate::PeerInputRejected) with
+    /// [`InputError::OverLimit`](crate::InputError::OverLimit)), so a peer cannot make this one
+    /// allocate without bound. Claims waiting for consent count too. Default 65 536.
+    pub max_entities_per_peer: usize,
 }
 
 impl Default for ReplicationConfig {
@@ -110,6 +115,7 @@ impl Default for ReplicationConfig {
             mutation_buffer: 256,
             unresolved_reference_timeout: Duration::from_secs(10),
             max_unresolved_references: 4096,
+            max_entities_per_peer: 65_536,
         }
     }
 }

@@ -1,8 +1,8 @@
-//! The crate's one source of chance: a small, fast, seedable generator (SplitMix64).
+//! The crate's sources of chance: a small, fast, seedable generator (SplitMix64) for what should
+//! repeat from a seed, and the operating system's random source for ids.
 //!
-//! Deterministic from its seed, so the in-memory network's faults repeat run to run; where an id
-//! must not be guessable by another peer, the seed comes from the operating system
-//! ([`SplitMix64::from_entropy`]).
+//! Deterministic from its seed, so the in-memory network's faults repeat run to run. Ids that
+//! must not be guessable by another peer come from [`Unpredictable`] instead.
 
 /// SplitMix64: 64 bits of state, good statistical quality, not cryptographic.
 #[derive(Debug, Clone)]
@@ -44,6 +44,54 @@ impl SplitMix64 {
     }
 }
 
+/// Numbers no other peer can predict, from the operating system's random source (the browser's
+/// `crypto` on wasm), fetched in batches. SplitMix64 will not do for ids: one output reveals its
+/// state, so a peer that saw one of our ids could compute the next and claim them first.
+#[derive(Debug)]
+pub(crate) struct Unpredictable {
+    batch: [u64; 32],
+    left: usize,
+    /// Only if the operating system has no random source at all.
+    fallback: SplitMix64,
+}
+
+impl Default for Unpredictable {
+    fn default() -> Self {
+        Self {
+            batch: [0; 32],
+            left: 0,
+            fallback: SplitMix64::from_entropy(),
+        }
+    }
+}
+
+impl Unpredictable {
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        if self.left == 0 {
+            self.refill();
+        }
+        self.left -= 1;
+        self.batch[self.left]
+    }
+
+    fn refill(&mut self) {
+        let mut bytes = [0u8; 32 * 8];
+        if getrandom::fill(&mut bytes).is_ok() {
+            for (slot, chunk) in self.batch.iter_mut().zip(bytes.chunks_exact(8)) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                *slot = u64::from_le_bytes(word);
+            }
+        } else {
+            tracing::warn!("no random source: net ids may be predictable by other peers");
+            for slot in &mut self.batch {
+                *slot = self.fallback.next_u64();
+            }
+        }
+        self.left = self.batch.len();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +103,17 @@ mod tests {
         assert_eq!(
             (0..4).map(|_| a.next_u64()).collect::<Vec<_>>(),
             (0..4).map(|_| b.next_u64()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn unpredictable_numbers_do_not_repeat_across_batches() {
+        let mut source = Unpredictable::default();
+        let drawn: std::collections::HashSet<u64> = (0..1000).map(|_| source.next_u64()).collect();
+        assert_eq!(
+            drawn.len(),
+            1000,
+            "64-bit random numbers should not collide"
         );
     }
 

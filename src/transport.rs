@@ -61,7 +61,9 @@ pub enum SocketState {
     Connecting,
     /// In the room, with this id: peers can come and go.
     Connected(PeerId),
-    /// Could not reach the lobby, or lost it for good; the reason is for people to read.
+    /// Could not reach the lobby, lost it, or the socket broke; the reason is for people to
+    /// read. Final, except after a panic of matchbox's message loop (caused by what a remote
+    /// peer sent): the matchbox transport then rejoins the room by itself, under a new id.
     Failed(String),
     /// Closed by the game.
     Closed,

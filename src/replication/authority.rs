@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
 
 use super::ReplicationConfig;
@@ -52,6 +53,8 @@ pub(crate) enum Fate {
 #[derive(Resource, Default)]
 pub(crate) struct Authority {
     pending: Vec<PendingClaim>,
+    /// How many of `pending` each sender has (for its entity limit).
+    pending_by: HashMap<PeerId, usize>,
     known: BTreeSet<PeerId>,
 }
 
@@ -62,10 +65,19 @@ impl Authority {
         let gone: Vec<PeerId> = self.known.difference(&current).copied().collect();
         self.known = current;
         self.pending.retain(|claim| !gone.contains(&claim.sender));
+        for peer in &gone {
+            self.pending_by.remove(peer);
+        }
         gone
     }
 
+    /// How many claims of `sender` are waiting.
+    pub(crate) fn pending_of(&self, sender: PeerId) -> usize {
+        self.pending_by.get(&sender).copied().unwrap_or(0)
+    }
+
     pub(crate) fn wait(&mut self, claim: PendingClaim) {
+        *self.pending_by.entry(claim.sender).or_default() += 1;
         self.pending.push(claim);
     }
 
@@ -80,6 +92,7 @@ impl Authority {
     }
 
     pub(crate) fn take_pending(&mut self) -> Vec<PendingClaim> {
+        self.pending_by.clear();
         std::mem::take(&mut self.pending)
     }
 

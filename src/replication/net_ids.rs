@@ -13,7 +13,7 @@ use bevy::platform::collections::{HashMap, HashSet};
 use bevy::prelude::*;
 
 use crate::peer::PeerId;
-use crate::rng::SplitMix64;
+use crate::rng::Unpredictable;
 
 /// An empty entity standing for a net id whose spawn has not arrived.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ struct Reservation {
 }
 
 /// Every net id known here and its entity.
-#[derive(Resource, Debug)]
+#[derive(Resource, Debug, Default)]
 pub(crate) struct NetIds {
     net_to_local: HashMap<u64, Entity>,
     /// The inverse (one net id per entity), so forgetting an entity does not scan the map.
@@ -39,23 +39,9 @@ pub(crate) struct NetIds {
     /// Peers told (in the log) that they reached the reservation limit, until they are below it
     /// again: one warning per episode rather than one per value.
     reservations_full: HashSet<PeerId>,
-    /// Where new ids come from: seeded from the operating system, so no other peer can tell
-    /// which ids this one will use next.
-    rng: SplitMix64,
-}
-
-impl Default for NetIds {
-    fn default() -> Self {
-        Self {
-            net_to_local: HashMap::default(),
-            local_to_net: HashMap::default(),
-            reserved: HashMap::default(),
-            reserved_order: VecDeque::new(),
-            reserved_by: HashMap::default(),
-            reservations_full: HashSet::default(),
-            rng: SplitMix64::from_entropy(),
-        }
-    }
+    /// Where new ids come from: the operating system's random source, so no other peer can
+    /// tell which ids this one will use next (and claim them first).
+    rng: Unpredictable,
 }
 
 impl NetIds {

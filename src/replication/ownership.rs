@@ -75,6 +75,8 @@ pub(crate) struct Ownership {
     /// Entities taken over here and not announced yet: if the game despawns one before its
     /// announcement, the peers still hold it under its old owner and must be told.
     adopted: HashMap<Entity, SpawnFlags>,
+    /// How many replicas each owner has here (its entity limit is checked against this).
+    replicas_by: HashMap<PeerId, usize>,
 }
 
 impl Ownership {
@@ -168,7 +170,7 @@ impl Ownership {
     ) {
         self.owned.remove(&entity);
         self.forget_replica(entity);
-        self.replicas.insert(
+        self.insert_replica(
             entity,
             Replica {
                 owner,
@@ -182,6 +184,22 @@ impl Ownership {
         self.by_owner.entry(owner).or_default().insert(wire, entity);
     }
 
+    fn insert_replica(&mut self, entity: Entity, replica: Replica) {
+        *self.replicas_by.entry(replica.owner).or_default() += 1;
+        if let Some(previous) = self.replicas.insert(entity, replica) {
+            self.count_out(previous.owner);
+        }
+    }
+
+    fn count_out(&mut self, owner: PeerId) {
+        if let Some(count) = self.replicas_by.get_mut(&owner) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.replicas_by.remove(&owner);
+            }
+        }
+    }
+
     /// We handed `entity` to `to`: a replica of ours until `to` announces it.
     pub(crate) fn await_hand_over(
         &mut self,
@@ -191,7 +209,7 @@ impl Ownership {
         flags: SpawnFlags,
     ) {
         self.owned.remove(&entity);
-        self.replicas.insert(
+        self.insert_replica(
             entity,
             Replica {
                 owner: from,
@@ -249,6 +267,11 @@ impl Ownership {
         !self.orphans.is_empty()
     }
 
+    /// How many replicas `owner` has here.
+    pub(crate) fn replica_count(&self, owner: PeerId) -> usize {
+        self.replicas_by.get(&owner).copied().unwrap_or(0)
+    }
+
     /// Forgets what `owner` numbered: it is gone.
     pub(crate) fn forget_owner(&mut self, owner: PeerId) {
         self.by_owner.remove(&owner);
@@ -256,8 +279,12 @@ impl Ownership {
 
     /// Drops the replica record of `entity` (it is being taken over here, or is gone).
     pub(crate) fn forget_replica(&mut self, entity: Entity) {
-        if let Some(replica) = self.replicas.remove(&entity)
-            && let Some(wire) = replica.wire
+        let Some(replica) = self.replicas.remove(&entity) else {
+            self.orphans.remove(&entity);
+            return;
+        };
+        self.count_out(replica.owner);
+        if let Some(wire) = replica.wire
             && let Some(numbers) = self.by_owner.get_mut(&replica.owner)
         {
             numbers.remove(&wire);

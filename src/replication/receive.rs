@@ -190,6 +190,12 @@ impl Apply<'_> {
                     }
                 }
                 UpdateOp::HandOver { wire, to } => {
+                    if !self.peers.contains(to) && Some(to) != self.peers.local_id() {
+                        // An entity handed to nobody would wait here for a claim forever.
+                        let reason = format!("hands entity {wire} to {to}, who is not in the room");
+                        self.reject(sender, InputError::Unauthorized(reason));
+                        continue;
+                    }
                     if let Some(entity) = self.ownership.handed_over(sender, wire, to)
                         && Some(to) == self.peers.local_id()
                     {
@@ -225,6 +231,14 @@ impl Apply<'_> {
     /// Applies a spawn: a new replica, or a claim on an existing entity.
     fn spawn(&mut self, claim: PendingClaim) {
         let PendingClaim { sender, tick, .. } = claim;
+        if let Some(named) = self.ownership.entity_of(sender, claim.spawn.wire)
+            && self.net_ids.net_id_of(named) != Some(claim.spawn.net_id)
+        {
+            // A wire number names one entity of its owner at a time; reusing it for another
+            // would leave the first unreachable (and uncounted).
+            let reason = format!("spawns a second entity as its entity {}", claim.spawn.wire);
+            return self.reject(sender, InputError::Unauthorized(reason));
+        }
         let entity = match self.existing(claim.spawn.net_id) {
             Some(entity) => {
                 let verdict = authority::may_claim(
@@ -237,13 +251,23 @@ impl Apply<'_> {
                 );
                 match verdict {
                     Verdict::Accept => self.change_hands(sender, &claim.spawn, entity),
-                    Verdict::Wait => return self.authority.wait(claim),
+                    Verdict::Wait => {
+                        if self.over_entity_limit(sender) {
+                            return;
+                        }
+                        return self.authority.wait(claim);
+                    }
                     Verdict::Refuse(reason) => {
                         return self.reject(sender, InputError::Unauthorized(reason));
                     }
                 }
             }
-            None => self.new_replica(sender, &claim.spawn),
+            None => {
+                if self.over_entity_limit(sender) {
+                    return;
+                }
+                self.new_replica(sender, &claim.spawn)
+            }
         };
         for value in &claim.spawn.components {
             self.write(sender, entity, value.component, tick, &value.bytes);
@@ -295,6 +319,20 @@ impl Apply<'_> {
         self.ownership
             .add_replica(entity, sender, spawn.wire, spawn.flags);
         entity
+    }
+
+    /// Whether `sender` already has as many entities here (held or claimed) as one peer may;
+    /// if so, the spawn is dropped and reported.
+    fn over_entity_limit(&mut self, sender: PeerId) -> bool {
+        let limit = self.config.max_entities_per_peer;
+        let held = self.ownership.replica_count(sender) + self.authority.pending_of(sender);
+        if held < limit {
+            return false;
+        }
+        let reason =
+            format!("owns {held} entities here, the most one peer may (max_entities_per_peer)");
+        self.reject(sender, InputError::OverLimit(reason));
+        true
     }
 
     /// Decodes a whole value (its bytes are exactly one value) onto an entity.

@@ -1,9 +1,12 @@
 //! WebRTC data channels through [`matchbox_socket`]: the only code that touches it.
 
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use bevy::platform::sync::Mutex;
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::channel::oneshot;
 use matchbox_socket::{ChannelConfig, RtcIceServerConfig, WebRtcSocket, WebRtcSocketBuilder};
 
@@ -39,8 +42,10 @@ pub struct MatchboxConfig {
     /// How long to wait for the lobby to admit us before the socket is
     /// [`SocketState::Failed`]. Default 10 s.
     pub connect_timeout: Duration,
-    /// How many times to try reaching the lobby (3 s apart) before giving up; `None` tries
-    /// until [`MatchboxConfig::connect_timeout`]. Default 3.
+    /// How many times to try reaching the lobby (3 s apart) before giving up. `None` (no
+    /// limit) makes matchbox_socket 0.15 retry without pausing while the lobby is down (see
+    /// `docs/upstream-matchbox.md`); [`MatchboxConfig::connect_timeout`] still ends the wait.
+    /// Default 3.
     pub signaling_attempts: Option<u16>,
     /// How often to tell the lobby we are still here, so proxies keep the WebSocket open.
     /// Default 10 s.
@@ -60,12 +65,29 @@ impl MatchboxConfig {
     }
 }
 
+/// How the socket's message loop ended.
+enum LoopEnd {
+    /// The lobby closed the connection.
+    Closed,
+    /// matchbox gave up, with its reason.
+    Failed(String),
+    /// It panicked (matchbox 0.15 unwraps descriptions and candidates a remote peer sends it):
+    /// the socket is unusable, but the room is not lost.
+    Panicked(String),
+}
+
+/// First wait before rejoining after the message loop panicked; doubled per panic in a row,
+/// up to 32 times this.
+const REJOIN_DELAY: Duration = Duration::from_millis(250);
+/// How long the socket must stay connected for the panics before to stop counting "in a row".
+const PANICS_FORGIVEN_AFTER: Duration = Duration::from_secs(30);
+
 enum Phase {
     /// Not opened yet: opens at the first `receive`.
     Idle,
     Running {
         socket: Box<WebRtcSocket>,
-        ended: oneshot::Receiver<Result<(), String>>,
+        ended: oneshot::Receiver<LoopEnd>,
         _task: Background,
         started_at: Duration,
     },
@@ -86,6 +108,12 @@ pub struct MatchboxTransport {
     early: Vec<(PeerId, Vec<(Channel, Bytes)>)>,
     /// Links of a socket left by [`Transport::rejoin`], reported down on the next receive.
     left_behind: Vec<PeerId>,
+    /// Times the message loop died so far (for the rejoin backoff).
+    panics: u32,
+    /// When to rejoin after the message loop died.
+    rejoin_at: Option<Duration>,
+    /// Since when the socket has been connected: after a while, earlier panics are forgiven.
+    connected_since: Option<Duration>,
 }
 
 /// Most packets held per peer before matchbox reports it connected.
@@ -104,6 +132,9 @@ impl MatchboxTransport {
             gone: Vec::new(),
             early: Vec::new(),
             left_behind: Vec::new(),
+            panics: 0,
+            rejoin_at: None,
+            connected_since: None,
         }
     }
 
@@ -123,11 +154,20 @@ impl MatchboxTransport {
             .build();
         let (tx, ended) = oneshot::channel();
         let task = spawn_background("peersync-socket", async move {
-            let result = message_loop.await.map_err(|error| match error {
-                matchbox_socket::Error::ConnectionFailed(ref cause)
-                | matchbox_socket::Error::Disconnected(ref cause) => format!("{error} ({cause})"),
-            });
-            let _ = tx.send(result);
+            // A panic must not take the game down with the socket's thread: it is reported, and
+            // the transport rejoins the room. (In the browser a panic aborts the page instead:
+            // there the lobby's validation of every signal is the protection.)
+            let end = match AssertUnwindSafe(message_loop).catch_unwind().await {
+                Ok(Ok(())) => LoopEnd::Closed,
+                Ok(Err(error)) => LoopEnd::Failed(match error {
+                    matchbox_socket::Error::ConnectionFailed(ref cause)
+                    | matchbox_socket::Error::Disconnected(ref cause) => {
+                        format!("{error} ({cause})")
+                    }
+                }),
+                Err(panic) => LoopEnd::Panicked(panic_text(panic.as_ref())),
+            };
+            let _ = tx.send(end);
         });
         Phase::Running {
             socket: Box::new(socket),
@@ -137,7 +177,30 @@ impl MatchboxTransport {
         }
     }
 
+    /// The message loop died: fails now, and schedules a rejoin with a backoff, so a peer
+    /// that keeps sending poison costs its victim a reconnect at most every few seconds.
+    fn fail_and_rejoin(&mut self, now: Duration, what: String, io: &mut TransportIo) {
+        let delay = REJOIN_DELAY * (1 << self.panics.min(5));
+        self.panics += 1;
+        self.rejoin_at = Some(now + delay);
+        self.fail(format!("{what}; rejoining the room in {delay:?}"), io);
+    }
+
+    /// Starts over after a panic, once its delay has passed.
+    fn rejoin_if_due(&mut self, now: Duration) {
+        if self.rejoin_at.is_some_and(|at| now >= at)
+            && matches!(self.state, SocketState::Failed(_))
+        {
+            self.rejoin_at = None;
+            *self.phase.get_mut().unwrap_or_else(|e| e.into_inner()) = Phase::Idle;
+            self.state = SocketState::Connecting;
+            self.gone.clear();
+            self.early.clear();
+        }
+    }
+
     fn fail(&mut self, reason: String, io: &mut TransportIo) {
+        self.connected_since = None;
         tracing::warn!("peer socket failed: {reason}");
         self.state = SocketState::Failed(reason);
         self.end(io);
@@ -154,6 +217,7 @@ impl Transport for MatchboxTransport {
     fn receive(&mut self, now: Duration, io: &mut TransportIo) {
         io.links
             .extend(self.left_behind.drain(..).map(LinkEvent::Down));
+        self.rejoin_if_due(now);
         let mut phase = std::mem::replace(
             self.phase.get_mut().unwrap_or_else(|e| e.into_inner()),
             Phase::Done,
@@ -173,10 +237,16 @@ impl Transport for MatchboxTransport {
         };
 
         match ended.try_recv() {
-            Ok(Some(result)) => {
-                let reason = match result {
-                    Err(error) => error,
-                    Ok(()) => "the connection to the lobby ended".to_owned(),
+            Ok(Some(LoopEnd::Panicked(message))) => {
+                drop(phase);
+                let what = format!("the socket's message loop panicked: {message}");
+                self.fail_and_rejoin(now, what, io);
+                return;
+            }
+            Ok(Some(end)) => {
+                let reason = match end {
+                    LoopEnd::Failed(error) => error,
+                    _ => "the connection to the lobby ended".to_owned(),
                 };
                 let url = self.config.room_url.clone();
                 drop(phase);
@@ -186,7 +256,8 @@ impl Transport for MatchboxTransport {
             Ok(None) => {}
             Err(oneshot::Canceled) => {
                 drop(phase);
-                self.fail("the socket's message loop stopped".to_owned(), io);
+                let what = "the socket's message loop stopped".to_owned();
+                self.fail_and_rejoin(now, what, io);
                 return;
             }
         }
@@ -195,6 +266,13 @@ impl Transport for MatchboxTransport {
             && self.state == SocketState::Connecting
         {
             self.state = SocketState::Connected(PeerId::from(id.0));
+            self.connected_since = Some(now);
+        }
+        if self
+            .connected_since
+            .is_some_and(|since| now.saturating_sub(since) > PANICS_FORGIVEN_AFTER)
+        {
+            self.panics = 0;
         }
         if self.state == SocketState::Connecting
             && now.saturating_sub(*started_at) > self.config.connect_timeout
@@ -299,6 +377,7 @@ impl Transport for MatchboxTransport {
     }
 
     fn close(&mut self) {
+        self.rejoin_at = None;
         let mut io = TransportIo::default();
         self.end(&mut io);
         if !matches!(self.state, SocketState::Failed(_)) {
@@ -314,9 +393,21 @@ impl Transport for MatchboxTransport {
         }
         *self.phase.get_mut().unwrap_or_else(|e| e.into_inner()) = Phase::Idle;
         self.state = SocketState::Connecting;
+        self.connected_since = None;
         self.left_behind.append(&mut self.peers);
         self.gone.clear();
         self.early.clear();
         true
+    }
+}
+
+/// The message of a panic payload, for people to read.
+fn panic_text(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_owned()
     }
 }

@@ -8,16 +8,21 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 
 /// The demo example, which `cargo test` builds next to the test binaries.
 pub fn demo_binary() -> PathBuf {
+    example_binary("demo", "`cargo test`")
+}
+
+/// An example binary of the workspace, built next to the test binaries by `built_by`.
+pub fn example_binary(name: &str, built_by: &str) -> PathBuf {
     let mut path = std::env::current_exe().expect("the test binary's path");
     path.pop(); // the test binary
     if path.ends_with("deps") {
         path.pop();
     }
     path.push("examples");
-    path.push(format!("demo{}", std::env::consts::EXE_SUFFIX));
+    path.push(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
-        "{} should have been built by `cargo test`",
+        "{} should have been built by {built_by}",
         path.display()
     );
     path
@@ -54,6 +59,11 @@ impl Watched {
         while let Ok(line) = self.lines.try_recv() {
             self.seen.push(line);
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The process id, for signals.

@@ -1,0 +1,171 @@
+//! A room member that answers offers with garbage, through a lobby that relays anything (the
+//! upstream matchbox_signaling server, not peersync-lobby, which refuses such signals): matchbox
+//! 0.15 panics on it in the victims' socket threads. The victims' games keep running, report
+//! the failure, and are back in the room, connected to each other, within seconds.
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::process::{Watched, demo_binary, example_binary};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+fn start_demo(lobby: &str) -> Watched {
+    Watched::spawn(
+        Command::new(demo_binary())
+            .args([
+                "--headless",
+                "--room",
+                "hostile",
+                "--lobby",
+                lobby,
+                "--quit-after",
+                "90",
+            ])
+            .env("RUST_LOG", "warn,bevy_peersync=info"),
+    )
+}
+
+fn poll(
+    processes: &mut [Watched],
+    within: Duration,
+    what: &str,
+    mut done: impl FnMut(&mut [Watched]) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        for process in processes.iter_mut() {
+            process.collect();
+        }
+        if done(processes) {
+            return start.elapsed();
+        }
+        if start.elapsed() > within {
+            let logs: Vec<_> = processes
+                .iter()
+                .map(|p| p.seen[p.seen.len().saturating_sub(30)..].join("\n"))
+                .collect();
+            panic!(
+                "{what} within {within:?}; last lines:\n{}",
+                logs.join("\n---\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Joins the room with a plain WebSocket and answers every offer with `answer`.
+fn poison_offers(url: &str, victims: usize, answer: &str) {
+    let (mut socket, _) = tungstenite::connect(url).expect("the relay lobby accepts a WebSocket");
+    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_mut() {
+        // So that a missing offer fails the deadline below instead of blocking forever.
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("a read timeout");
+    }
+    let mut answered = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while answered < victims {
+        assert!(
+            Instant::now() < deadline,
+            "each of the {victims} members should have sent the newcomer an offer"
+        );
+        let frame = match socket.read() {
+            Ok(frame) => frame,
+            Err(tungstenite::Error::Io(error))
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(error) => panic!("the lobby should keep the intruder's socket open: {error}"),
+        };
+        let Ok(text) = frame.into_text() else {
+            continue;
+        };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
+            continue;
+        };
+        let signal = &json["Signal"];
+        if signal["data"].get("Offer").is_some() {
+            let sender = signal["sender"].as_str().expect("a sender id").to_owned();
+            let reply = format!(r#"{{"Signal":{{"receiver":"{sender}","data":{answer}}}}}"#);
+            socket
+                .send(tungstenite::Message::text(reply))
+                .expect("the intruder can send");
+            answered += 1;
+        }
+    }
+    let _ = socket.close(None);
+    let _ = socket.flush();
+}
+
+#[test]
+fn a_poisoned_answer_through_a_relaying_lobby_costs_the_victims_a_rejoin_not_the_game() {
+    let port = free_port();
+    let mut processes = vec![Watched::spawn(
+        Command::new(example_binary(
+            "baseline_signaling",
+            "`cargo test --workspace` (an example of peersync-lobby)",
+        ))
+        .arg(format!("127.0.0.1:{port}")),
+    )];
+    poll(
+        &mut processes,
+        Duration::from_secs(20),
+        "the relay lobby should listen",
+        |p| p[0].said("listening on") > 0,
+    );
+    let url = format!("ws://127.0.0.1:{port}");
+    processes.push(start_demo(&url));
+    processes.push(start_demo(&url));
+    poll(
+        &mut processes,
+        Duration::from_secs(60),
+        "both demos should see each other",
+        |p| p[1..].iter().all(|d| d.said("SEES 2 PLAYERS") > 0),
+    );
+
+    let marks: Vec<usize> = processes.iter().map(|p| p.seen.len()).collect();
+    poison_offers(
+        &format!("{url}/hostile"),
+        2,
+        r#"{"Answer":"not an sdp at all"}"#,
+    );
+    let attacked = Instant::now();
+    let took = poll(
+        &mut processes,
+        Duration::from_secs(10),
+        "both demos should survive, report the panic, rejoin and see each other again",
+        |p| {
+            p[1..].iter_mut().enumerate().all(|(i, demo)| {
+                let after = demo.since(marks[i + 1]);
+                let reported = after.iter().any(|l| l.contains("panicked"));
+                let rejoined = after
+                    .iter()
+                    .position(|l| l.contains("panicked"))
+                    .is_some_and(|at| after[at..].iter().any(|l| l.contains("SEES 2 PLAYERS")));
+                demo.running() && reported && rejoined
+            })
+        },
+    );
+    eprintln!(
+        "both victims were back in the room {took:?} after the attack ({:?} since the poison was sent)",
+        attacked.elapsed()
+    );
+    for (i, victim) in processes[1..].iter().enumerate() {
+        for line in victim.since(marks[i + 1]) {
+            if line.contains("panicked") || line.contains("SEES") {
+                eprintln!("victim {i}: {line}");
+            }
+        }
+    }
+}
