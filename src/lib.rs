@@ -39,7 +39,7 @@ pub use net::{
     PeerRefused, PeerSocket, PeerStats, PeersyncSystems, SocketStateChanged,
 };
 pub use peer::PeerId;
-pub use plugin::PeersyncPlugin;
+pub use plugin::{PeersyncPlugin, WEBRTC_LOG_FILTER};
 pub use session::{Delivery, SessionConfig};
 pub use transport::SocketState;
 pub use transport::matchbox::{IceServers, MatchboxConfig};

@@ -59,3 +59,21 @@ impl Plugin for PeersyncPlugin {
         .add_plugins(ReplicationPlugin);
     }
 }
+
+/// A log filter that keeps the WebRTC stack (webrtc-rs and its `rtc-*` crates, which warn about
+/// routine events such as a candidate pair not found yet) at `error`, and matchbox at `warn`.
+/// Append it to your own filter, e.g. with Bevy's `LogPlugin`:
+///
+/// ```
+/// # use bevy::prelude::*;
+/// let filter = format!("info,{}", bevy_peersync::WEBRTC_LOG_FILTER);
+/// # let _ = filter;
+/// // app.add_plugins(DefaultPlugins.set(bevy::log::LogPlugin { filter, ..default() }));
+/// ```
+///
+/// What matters to a game the plugin logs itself, in plain words: peers connecting, leaving or
+/// timing out, the socket failing, input rejected. `RUST_LOG`, when set, replaces Bevy's filter.
+pub const WEBRTC_LOG_FILTER: &str = "webrtc=error,rtc=error,rtc_crypto=error,\
+rtc_datachannel=error,rtc_dtls=error,rtc_ice=error,rtc_interceptor=error,rtc_mdns=error,\
+rtc_sctp=error,rtc_sdp=error,rtc_shared=error,rtc_srtp=error,rtc_stun=error,rtc_turn=error,\
+matchbox_socket=warn";

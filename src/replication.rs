@@ -38,6 +38,7 @@ use serde::de::DeserializeOwned;
 use self::authority::Authority;
 use self::codec::{CodecError, ComponentCodec, SerdeCodec};
 use self::local_changes::{LocalChanges, forget_gone, on_unreplicated};
+pub use self::net_ids::NetEntities;
 use self::net_ids::NetIds;
 use self::ownership::Ownership;
 use self::registry::ReplicationRegistry;
@@ -77,8 +78,11 @@ pub struct HostOwned;
 pub struct HandToHostOnLeave;
 
 /// The entity's room-wide id, set when it is first sent (or received). Entity references inside
-/// replicated components travel as these.
-#[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// replicated components travel as these, and a message can carry one to name an entity every
+/// peer knows (look it up with [`NetEntities`]).
+#[derive(
+    Component, Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct NetId(pub u64);
 
 /// Replication settings. Every peer of a room should use the same.

@@ -122,7 +122,10 @@ fn main() {
     let exit = if options.headless {
         let mut app = headless_app(room_url, options.quit_after);
         // Logs go to stderr (one app per process may own the logger: bots above have none).
-        app.add_plugins(bevy::log::LogPlugin::default());
+        app.add_plugins(bevy::log::LogPlugin {
+            filter: format!("info,{}", bevy_peersync::WEBRTC_LOG_FILTER),
+            ..default()
+        });
         app.run()
     } else {
         windowed_app(room_url, options.quit_after).run()
@@ -162,18 +165,26 @@ fn headless_app(room_url: String, seconds: Option<f32>) -> App {
 
 fn windowed_app(room_url: String, seconds: Option<f32>) -> App {
     let mut app = App::new();
-    app.add_plugins(DefaultPlugins.set(WindowPlugin {
-        primary_window: Some(Window {
-            title: "bevy_peersync demo".into(),
-            resolution: (1000, 680).into(),
-            #[cfg(target_arch = "wasm32")]
-            canvas: Some("#demo".into()),
-            #[cfg(target_arch = "wasm32")]
-            fit_canvas_to_parent: true,
-            ..default()
-        }),
-        ..default()
-    }))
+    app.add_plugins(
+        DefaultPlugins
+            .set(WindowPlugin {
+                primary_window: Some(Window {
+                    title: "bevy_peersync demo".into(),
+                    resolution: (1000, 680).into(),
+                    #[cfg(target_arch = "wasm32")]
+                    canvas: Some("#demo".into()),
+                    #[cfg(target_arch = "wasm32")]
+                    fit_canvas_to_parent: true,
+                    ..default()
+                }),
+                ..default()
+            })
+            // The WebRTC stack warns about routine events; keep it to errors.
+            .set(bevy::log::LogPlugin {
+                filter: format!("info,{}", bevy_peersync::WEBRTC_LOG_FILTER),
+                ..default()
+            }),
+    )
     .insert_resource(ClearColor(Color::srgb(0.08, 0.08, 0.1)));
     net::plugin(&mut app, room_url);
     game::plugin(&mut app);

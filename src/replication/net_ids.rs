@@ -181,6 +181,25 @@ impl NetIds {
     }
 }
 
+/// Looks replicated entities up by their [`NetId`](super::NetId) and back, e.g. to turn an id a
+/// message carries into this peer's entity. Entities not received yet (or gone) are `None`.
+#[derive(bevy::ecs::system::SystemParam)]
+pub struct NetEntities<'w> {
+    ids: Res<'w, NetIds>,
+}
+
+impl NetEntities<'_> {
+    /// This peer's entity for `id`.
+    pub fn entity(&self, id: super::NetId) -> Option<Entity> {
+        self.ids.bound(id.0)
+    }
+
+    /// The room-wide id of `entity`, once it has been sent or received.
+    pub fn net_id(&self, entity: Entity) -> Option<super::NetId> {
+        self.ids.net_id_of(entity).map(super::NetId)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

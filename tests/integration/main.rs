@@ -15,6 +15,7 @@ mod late_join;
 mod leave;
 mod liveness;
 mod messages;
+mod net_entities;
 mod protocol_mismatch;
 mod replication_webrtc;
 mod spawn_despawn;
