@@ -24,6 +24,8 @@ pub enum SendError {
     UnknownPeer(PeerId),
     /// The message could not be encoded.
     Encode(String),
+    /// Sent to the host while this peer is not in a room (no host to send to).
+    NotInRoom,
 }
 
 impl fmt::Display for SendError {
@@ -35,6 +37,7 @@ impl fmt::Display for SendError {
             ),
             SendError::UnknownPeer(peer) => write!(f, "no connected peer {peer}"),
             SendError::Encode(error) => write!(f, "could not encode message: {error}"),
+            SendError::NotInRoom => f.write_str("not in a room, so there is no host"),
         }
     }
 }

@@ -35,8 +35,8 @@ pub use channel::Channel;
 pub use error::{InputError, SendError};
 pub use messages::{FromPeer, PeerMessage, PeerMessageAppExt, PeerMessageWriter, Target};
 pub use net::{
-    ConnectedPeers, DisconnectReason, Peer, PeerConnected, PeerDisconnected, PeerInputRejected,
-    PeerRefused, PeerSocket, PeerStats, PeersyncSystems, SocketStateChanged,
+    ConnectedPeers, DisconnectReason, HostChanged, Peer, PeerConnected, PeerDisconnected,
+    PeerInputRejected, PeerRefused, PeerSocket, PeerStats, PeersyncSystems, SocketStateChanged,
 };
 pub use peer::PeerId;
 pub use plugin::{PeersyncPlugin, WEBRTC_LOG_FILTER};
@@ -53,9 +53,9 @@ pub mod prelude {
         TransferOwnershipExt, TransformCodec,
     };
     pub use crate::{
-        Channel, ConnectedPeers, DisconnectReason, FromPeer, MatchboxConfig, Peer, PeerConnected,
-        PeerDisconnected, PeerId, PeerInputRejected, PeerMessageAppExt, PeerMessageWriter,
-        PeerRefused, PeerSocket, PeerStats, PeersyncPlugin, PeersyncSystems, SocketState,
-        SocketStateChanged, Target,
+        Channel, ConnectedPeers, DisconnectReason, FromPeer, HostChanged, MatchboxConfig, Peer,
+        PeerConnected, PeerDisconnected, PeerId, PeerInputRejected, PeerMessageAppExt,
+        PeerMessageWriter, PeerRefused, PeerSocket, PeerStats, PeersyncPlugin, PeersyncSystems,
+        SocketState, SocketStateChanged, Target,
     };
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::channel::Channel;
+use crate::endpoint::Received;
 use crate::error::{InputError, SendError};
 use crate::net::{ConnectedPeers, KindQueues, NetEndpoint, PeersyncSystems, reject_input};
 use crate::peer::PeerId;
@@ -40,6 +41,12 @@ pub enum Target {
     Peer(PeerId),
     /// Some peers.
     Peers(Vec<PeerId>),
+    /// Whoever is host when the frame's messages go out (at the end of `PostUpdate`): this
+    /// peer itself when it is the host (the message then arrives here on the next frame, as
+    /// [`FromPeer`] with this peer's id), so a game needs no separate path for the host. A
+    /// reliable message already sent to a host that then dies is lost with it; ask again when
+    /// [`HostChanged`](crate::HostChanged) says the host changed.
+    Host,
 }
 
 impl From<PeerId> for Target {
@@ -67,6 +74,8 @@ pub(crate) struct PeerOutbox<M> {
     channel: Channel,
     max_size: usize,
     pending: Vec<(PeerId, Bytes)>,
+    /// For [`Target::Host`]: resolved when sent.
+    to_host: Vec<Bytes>,
     _message: PhantomData<fn() -> M>,
 }
 
@@ -115,6 +124,12 @@ impl<M: PeerMessage> PeerMessageWriter<'_, M> {
                 }
                 pending.extend(peers.into_iter().map(|peer| (peer, body.clone())));
             }
+            Target::Host => {
+                if self.peers.host().is_none() {
+                    return Err(SendError::NotInRoom);
+                }
+                self.outbox.to_host.push(body);
+            }
         }
         Ok(())
     }
@@ -159,6 +174,7 @@ impl PeerMessageAppExt for App {
             channel,
             max_size,
             pending: Vec::new(),
+            to_host: Vec::new(),
             _message: PhantomData,
         });
         self.add_message::<FromPeer<M>>()
@@ -199,10 +215,40 @@ fn receive_messages<M: PeerMessage>(
 fn send_messages<M: PeerMessage>(
     mut outbox: ResMut<PeerOutbox<M>>,
     mut endpoint: ResMut<NetEndpoint>,
+    peers: Res<ConnectedPeers>,
+    mut queues: ResMut<KindQueues>,
 ) {
     let (kind, channel) = (outbox.kind, outbox.channel);
     for (peer, body) in outbox.pending.drain(..) {
         // Fails only if the peer left since the message was queued: nobody to send it to.
         let _ = endpoint.0.send(peer, channel, kind, body, None);
+    }
+    if outbox.to_host.is_empty() {
+        return;
+    }
+    let to_host = std::mem::take(&mut outbox.to_host);
+    match (peers.host(), peers.local_id()) {
+        (Some(host), Some(local)) if host == local => {
+            for body in to_host {
+                let message = Received {
+                    peer: local,
+                    channel,
+                    kind,
+                    body,
+                };
+                // The kind is registered (this outbox exists), so the queue takes it.
+                let _ = queues.push(message);
+            }
+        }
+        (Some(host), _) => {
+            for body in to_host {
+                let _ = endpoint.0.send(host, channel, kind, body, None);
+            }
+        }
+        (None, _) => tracing::warn!(
+            "{} message(s) of type {} for the host dropped: this peer left the room",
+            to_host.len(),
+            type_name::<M>()
+        ),
     }
 }

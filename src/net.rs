@@ -18,7 +18,7 @@ use bevy::time::Real;
 use tracing::{info, warn};
 
 pub use self::events::{
-    DisconnectReason, PeerConnected, PeerDisconnected, PeerInputRejected, PeerRefused,
+    DisconnectReason, HostChanged, PeerConnected, PeerDisconnected, PeerInputRejected, PeerRefused,
     SocketStateChanged,
 };
 pub use self::peers::{ConnectedPeers, Peer, PeerStats};
@@ -76,7 +76,13 @@ impl Plugin for NetPlugin {
             )
             .add_systems(
                 PreUpdate,
-                (sync_protocol, receive_packets, feed_endpoint, publish_peers)
+                (
+                    sync_protocol,
+                    receive_packets,
+                    feed_endpoint,
+                    publish_peers,
+                    announce_host,
+                )
                     .chain()
                     .in_set(PeersyncSystems::ReceivePackets),
             )
@@ -222,6 +228,19 @@ fn publish_peers(
         && !socket.rejoin()
     {
         warn!("this socket's transport cannot rejoin: close it and insert a new PeerSocket");
+    }
+}
+
+/// Triggers [`HostChanged`] when the host differs from the one seen last frame.
+fn announce_host(
+    peers: Res<ConnectedPeers>,
+    mut last: Local<Option<PeerId>>,
+    mut commands: Commands,
+) {
+    let host = peers.host();
+    if host != *last {
+        let previous = std::mem::replace(&mut *last, host);
+        commands.trigger(HostChanged { previous, host });
     }
 }
 

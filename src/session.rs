@@ -44,7 +44,9 @@ pub struct SessionConfig {
     /// idle timeout is 30 s). If this peer's own frame loop stalls for longer, it assumes the
     /// others dropped it and rejoins the room (see
     /// [`DisconnectReason`](crate::DisconnectReason)). A browser tab in the background stops
-    /// its frame loop, so it too is dropped after this long. Default 3 s.
+    /// its frame loop, so it too is dropped after this long; so is a game that blocks its frame
+    /// loop longer than this (loading a level on the main thread): raise it for such a game.
+    /// Default 5 s, well above the frame hitches of a loaded machine.
     pub peer_timeout: Duration,
 }
 
@@ -55,7 +57,7 @@ impl Default for SessionConfig {
             reliable_packet_size: 1160,
             unreliable_packet_size: 1160,
             heartbeat: Duration::from_millis(250),
-            peer_timeout: Duration::from_secs(3),
+            peer_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The game itself: squares that move, and a ball the host simulates.
 
+use std::time::Duration;
+
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -63,14 +65,25 @@ fn move_my_player(
     }
 }
 
+/// How long the host must have stayed the same before it makes a ball. Players started together
+/// see each other within this, so only one of them makes one (every peer is host while alone).
+const SETTLE: Duration = Duration::from_millis(1500);
+
 /// The host makes sure there is a ball. A world entity: `HostOwned`, so it moves to the next
 /// host if this one leaves.
 fn spawn_ball_when_host(
     mut commands: Commands,
+    time: Res<Time>,
     peers: Res<ConnectedPeers>,
     balls: Query<(), With<Ball>>,
+    mut settled: Local<(Option<PeerId>, Duration)>,
 ) {
-    if peers.is_host() && balls.is_empty() {
+    let host = peers.host();
+    if settled.0 != host {
+        *settled = (host, time.elapsed());
+    }
+    let stable = time.elapsed().saturating_sub(settled.1) >= SETTLE;
+    if peers.is_host() && stable && balls.is_empty() {
         commands.spawn((
             Replicated,
             HostOwned,

@@ -72,3 +72,14 @@ pub struct SocketStateChanged {
     /// The new state.
     pub state: SocketState,
 }
+
+/// The host changed: a peer joined with a lower id, the host left, or this peer joined a room
+/// (from `None`) or left it (to `None`). The host owns [`HostOwned`](crate::replication::HostOwned)
+/// entities and receives [`Target::Host`](crate::Target::Host) messages.
+#[derive(Event, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostChanged {
+    /// The host before.
+    pub previous: Option<PeerId>,
+    /// The host now.
+    pub host: Option<PeerId>,
+}

@@ -10,6 +10,7 @@ mod connection;
 mod convergence;
 mod demo_headless;
 mod entity_mapping;
+mod host_messages;
 mod hostile_signals;
 mod late_join;
 mod leave;
