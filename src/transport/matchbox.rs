@@ -1,6 +1,7 @@
 //! WebRTC data channels through [`matchbox_socket`]: the only code that touches it.
 
 use std::any::Any;
+use std::collections::{HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -50,6 +51,12 @@ pub struct MatchboxConfig {
     /// How often to tell the lobby we are still here, so proxies keep the WebSocket open.
     /// Default 10 s.
     pub keep_alive: Option<Duration>,
+    /// How many handshakes with peers that left before connecting this socket may have
+    /// abandoned before it leaves the room and joins again (under a new id). matchbox_socket
+    /// 0.15 never gives up such a handshake, so a member that joins and leaves in a loop would
+    /// otherwise leave one half-open connection per cycle behind on every other member; the
+    /// lobby's join rate limits bound how fast that can happen. Default 128.
+    pub max_abandoned_handshakes: usize,
 }
 
 impl MatchboxConfig {
@@ -61,6 +68,7 @@ impl MatchboxConfig {
             connect_timeout: Duration::from_secs(10),
             signaling_attempts: Some(3),
             keep_alive: Some(Duration::from_secs(10)),
+            max_abandoned_handshakes: 128,
         }
     }
 }
@@ -102,7 +110,10 @@ pub struct MatchboxTransport {
     state: SocketState,
     peers: Vec<PeerId>,
     /// Peers whose link went down: packets still queued from them are dropped.
-    gone: Vec<PeerId>,
+    gone: Departed,
+    /// Handshakes abandoned by peers that left before connecting (see
+    /// [`MatchboxConfig::max_abandoned_handshakes`]).
+    abandoned: usize,
     /// Packets from peers matchbox has not reported connected yet (it can hand over a peer's
     /// first packets before that): held, in order, until it does.
     early: Vec<(PeerId, Vec<(Channel, Bytes)>)>,
@@ -129,7 +140,8 @@ impl MatchboxTransport {
             phase: Mutex::new(Phase::Idle),
             state: SocketState::Connecting,
             peers: Vec::new(),
-            gone: Vec::new(),
+            gone: Departed::default(),
+            abandoned: 0,
             early: Vec::new(),
             left_behind: Vec::new(),
             panics: 0,
@@ -196,6 +208,7 @@ impl MatchboxTransport {
             self.state = SocketState::Connecting;
             self.gone.clear();
             self.early.clear();
+            self.abandoned = 0;
         }
     }
 
@@ -292,7 +305,7 @@ impl Transport for MatchboxTransport {
                 let peer = PeerId::from(id.0);
                 match state {
                     matchbox_socket::PeerState::Connected => {
-                        self.gone.retain(|p| *p != peer);
+                        self.gone.remove(peer);
                         if !self.peers.contains(&peer) {
                             self.peers.push(peer);
                             io.links.push(LinkEvent::Up(peer));
@@ -311,20 +324,34 @@ impl Transport for MatchboxTransport {
                         if let Some(index) = self.peers.iter().position(|p| *p == peer) {
                             self.peers.swap_remove(index);
                             io.links.push(LinkEvent::Down(peer));
+                        } else if !self.gone.contains(peer) {
+                            // It left before its connection opened: matchbox keeps the
+                            // handshake (and its peer connection) for as long as this socket.
+                            self.abandoned += 1;
                         }
-                        if !self.gone.contains(&peer) {
-                            self.gone.push(peer);
-                        }
+                        self.gone.insert(peer);
                         self.early.retain(|(p, _)| *p != peer);
                     }
                 }
             }
         }
+        if self.abandoned >= self.config.max_abandoned_handshakes
+            && matches!(self.state, SocketState::Connected(_))
+        {
+            tracing::warn!(
+                "{} handshakes abandoned by peers that left before connecting: leaving the room \
+                 and joining again to drop them",
+                self.abandoned
+            );
+            drop(phase);
+            self.rejoin();
+            return;
+        }
         for channel in Channel::ALL {
             if let Ok(data) = socket.get_channel_mut(channel.index()) {
                 for (id, bytes) in data.receive() {
                     let peer = PeerId::from(id.0);
-                    if bytes.is_empty() || self.gone.contains(&peer) {
+                    if bytes.is_empty() || self.gone.contains(peer) {
                         continue;
                     }
                     if self.peers.contains(&peer) {
@@ -397,6 +424,7 @@ impl Transport for MatchboxTransport {
         self.left_behind.append(&mut self.peers);
         self.gone.clear();
         self.early.clear();
+        self.abandoned = 0;
         true
     }
 }
@@ -409,5 +437,43 @@ fn panic_text(payload: &(dyn Any + Send)) -> String {
         text.clone()
     } else {
         "(no message)".to_owned()
+    }
+}
+
+/// Peers that left, remembered (up to a bound, oldest forgotten first) so that packets still
+/// queued from them are dropped.
+#[derive(Default)]
+struct Departed {
+    set: HashSet<PeerId>,
+    order: VecDeque<PeerId>,
+}
+
+impl Departed {
+    const LIMIT: usize = 1024;
+
+    fn contains(&self, peer: PeerId) -> bool {
+        self.set.contains(&peer)
+    }
+
+    fn insert(&mut self, peer: PeerId) {
+        if self.set.insert(peer) {
+            self.order.push_back(peer);
+            if self.order.len() > Self::LIMIT
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.set.remove(&oldest);
+            }
+        }
+    }
+
+    fn remove(&mut self, peer: PeerId) {
+        if self.set.remove(&peer) {
+            self.order.retain(|p| *p != peer);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.set.clear();
+        self.order.clear();
     }
 }

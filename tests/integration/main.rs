@@ -6,6 +6,7 @@ mod support;
 mod authority;
 mod bad_input;
 mod browser;
+mod churn;
 mod connection;
 mod convergence;
 mod demo_headless;
