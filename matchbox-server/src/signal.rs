@@ -8,8 +8,8 @@
 //! parsed with `rtc-sdp` and candidates with `rtc-ice`, pinned to the versions in Cargo.lock, and
 //! every check `set_remote_description` and `create_answer` make that could fail on an SDP that
 //! parses is made here too (ICE credentials, fingerprint, `mid`s, data-channel-only sections),
-//! with the stricter syntax browsers enforce on top. `tests/signal_oracle.rs` holds the lobby to
-//! that promise against the real webrtc-rs core.
+//! with the stricter syntax browsers enforce on top. `tests/lobby/signal_oracle.rs` holds the
+//! lobby to that promise against the real webrtc-rs core.
 //!
 //! A candidate must belong to a description its sender sent the same receiver before (matchbox
 //! sends candidates only after its offer or answer): its `sdpMid` or `sdpMLineIndex` must name one

@@ -3,14 +3,9 @@
 //! description it is sent) stay up, stay connected to each other, keep exchanging packets, and
 //! still connect to a newcomer afterwards.
 
-#[path = "support/client.rs"]
-mod client;
-#[path = "support/matchbox.rs"]
-mod matchbox;
-
-use client::*;
+use crate::support::client::*;
+use crate::support::matchbox::{Peer, exchange, wait_for_peers};
 use futures_util::SinkExt;
-use matchbox::{Peer, exchange, wait_for_peers};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Joins the room by hand and reads the offers the real peers make it (each member offers to a
@@ -27,16 +22,6 @@ async fn intruder(lobby: &peersync_lobby::Lobby, members: usize) -> (Ws, Vec<Str
         }
     }
     (ws, offerers)
-}
-
-async fn expect_close(ws: &mut Ws, code: u16, reason_part: &str) {
-    let frame = closed(ws).await.expect("a close frame with a reason");
-    assert_eq!(u16::from(frame.code), code, "{frame:?}");
-    assert!(
-        frame.reason.contains(reason_part),
-        "reason {:?} should mention {reason_part:?}",
-        frame.reason
-    );
 }
 
 async fn still_fine(peers: &mut [Peer]) {

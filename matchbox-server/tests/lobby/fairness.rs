@@ -2,10 +2,7 @@
 //! (here a client that stops reading for a while) stays in its room and gets what it is sent
 //! once it reads again.
 
-#[path = "support/client.rs"]
-mod client;
-
-use client::*;
+use crate::support::client::*;
 use futures_util::SinkExt;
 use peersync_lobby::Lobby;
 use tokio::net::TcpSocket;

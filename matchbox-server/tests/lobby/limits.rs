@@ -1,12 +1,9 @@
 //! Every limit ends the offending connection with its own close code or HTTP status and a
 //! reason, is counted, and leaves everyone else served.
 
-#[path = "support/client.rs"]
-mod client;
-
 use std::time::Duration;
 
-use client::*;
+use crate::support::client::*;
 use futures_util::SinkExt;
 use peersync_lobby::Lobby;
 use tokio::io::AsyncReadExt;
@@ -26,20 +23,6 @@ async fn still_served(a: &mut Ws, b: &mut Ws, b_id: &str) {
     assert!(
         text.contains("still here"),
         "bystanders keep being served: {text}"
-    );
-}
-
-async fn expect_close(ws: &mut Ws, code: u16, reason_part: &str) {
-    let frame = closed(ws).await.expect("a close frame with a reason");
-    assert_eq!(
-        u16::from(frame.code),
-        code,
-        "close code for {reason_part:?}: {frame:?}"
-    );
-    assert!(
-        frame.reason.contains(reason_part),
-        "reason {:?} should mention {reason_part:?}",
-        frame.reason
     );
 }
 
@@ -188,7 +171,7 @@ async fn connection_limits_refuse_with_503_and_429() {
     assert!(body.contains("connection limit"), "{body}");
     lobby.shutdown().await;
 
-    let lobby = client::lobby(|config| config.max_connections_per_ip = 1).await;
+    let lobby = crate::support::client::lobby(|config| config.max_connections_per_ip = 1).await;
     let (_a, _) = join(&lobby, "/room").await;
     let (status, body) = refused(&lobby, "/room").await;
     assert_eq!(status, 429);

@@ -1,10 +1,7 @@
 //! The HTTP endpoints: health, the room list for lobby browsers, Prometheus metrics, and a
 //! static directory.
 
-#[path = "support/client.rs"]
-mod client;
-
-use client::*;
+use crate::support::client::*;
 
 #[tokio::test]
 async fn health_rooms_and_metrics() {

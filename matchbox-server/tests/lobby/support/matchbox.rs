@@ -1,8 +1,6 @@
 //! Real matchbox_socket peers for the lobby's tests: sockets whose message loops run on the
 //! test's runtime, and helpers that wait for them to connect and check they exchange packets.
 
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use bytes::Bytes;

@@ -1,9 +1,7 @@
 //! A raw WebSocket client speaking the protocol by hand, and a raw HTTP GET, for the lobby's
 //! tests: they assert the exact bytes a matchbox client would see.
 
-#![allow(dead_code)]
-
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
 use peersync_lobby::{Lobby, LobbyConfig};
@@ -17,6 +15,14 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long a test waits for anything.
 pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Seconds since the Unix epoch, for token expiries.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
 
 pub async fn lobby(configure: impl FnOnce(&mut LobbyConfig)) -> Lobby {
     let mut config = LobbyConfig::local();
@@ -73,6 +79,21 @@ pub async fn closed(ws: &mut Ws) -> Option<CloseFrame> {
             Some(Err(_)) | None => return None,
         }
     }
+}
+
+/// Waits for the server to close with `code` and a reason mentioning `reason_part`.
+pub async fn expect_close(ws: &mut Ws, code: u16, reason_part: &str) {
+    let frame = closed(ws).await.expect("a close frame with a reason");
+    assert_eq!(
+        u16::from(frame.code),
+        code,
+        "close code for {reason_part:?}: {frame:?}"
+    );
+    assert!(
+        frame.reason.contains(reason_part),
+        "reason {:?} should mention {reason_part:?}",
+        frame.reason
+    );
 }
 
 /// Nothing arrives for a while (used where the point is that a frame must not come).

@@ -1,14 +1,10 @@
 //! Unmodified matchbox_socket clients find each other through the lobby and connect
 //! peer-to-peer over WebRTC.
 
-#[path = "support/client.rs"]
-mod client;
-#[path = "support/matchbox.rs"]
-mod matchbox;
-
 use std::collections::BTreeSet;
 
-use matchbox::{Peer, exchange, wait_for_peers};
+use crate::support::client;
+use crate::support::matchbox::{Peer, exchange, wait_for_peers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_and_three_clients_connect_peer_to_peer() {

@@ -1,20 +1,8 @@
 //! Signed join tokens and the Origin allowlist.
 
-#[path = "support/client.rs"]
-mod client;
-
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use client::*;
+use crate::support::client::*;
 use peersync_lobby::auth::{ADMIN_SCOPE, mint_token};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 #[tokio::test]
 async fn tokens_are_checked_for_room_signature_and_expiry() {

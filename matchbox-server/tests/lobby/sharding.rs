@@ -1,14 +1,11 @@
 //! Two lobby instances behind nginx, sharded by room path: the players of one room meet on one
 //! instance whatever their query strings, and rooms spread over both.
 
-#[path = "support/client.rs"]
-mod client;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use client::*;
+use crate::support::client::*;
 use peersync_lobby::Lobby;
 
 /// nginx in one process (`master_process off`): killing it leaves no orphaned worker behind

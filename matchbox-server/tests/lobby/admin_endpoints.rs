@@ -2,20 +2,8 @@
 //! `/admin`), as a bearer header or `?token=`: 401 without one, 403 with any other. `/health`
 //! stays open for load balancers.
 
-#[path = "support/client.rs"]
-mod client;
-
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use client::*;
+use crate::support::client::*;
 use peersync_lobby::auth::{ADMIN_SCOPE, mint_token};
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 #[tokio::test]
 async fn rooms_and_metrics_need_an_admin_token() {

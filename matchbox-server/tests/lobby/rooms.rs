@@ -1,11 +1,8 @@
 //! Rooms are isolated, matchmaking groups players N at a time, capacity holds, empty rooms go.
 
-#[path = "support/client.rs"]
-mod client;
-
 use std::time::Duration;
 
-use client::*;
+use crate::support::client::*;
 
 #[tokio::test]
 async fn signals_never_cross_rooms() {

@@ -1,21 +1,11 @@
 //! Player tokens (`<expiry>.<nonce>.<sig>`) seat one live connection at a time, tokens that
 //! live too long are refused, and a lobby can require player tokens. Room tokens keep working
-//! unless it does (tests/auth.rs).
+//! unless it does (tests/lobby/auth.rs).
 
-#[path = "support/client.rs"]
-mod client;
+use std::time::Duration;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use client::*;
+use crate::support::client::*;
 use peersync_lobby::auth::{mint_player_token, mint_token};
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 #[tokio::test]
 async fn a_player_token_seats_one_connection_at_a_time() {

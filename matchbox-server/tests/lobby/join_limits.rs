@@ -1,10 +1,7 @@
 //! Joins are rate limited per full-mesh room and per source address (429 with a reason,
 //! counted), with defaults that let a room of 16 fill at once.
 
-#[path = "support/client.rs"]
-mod client;
-
-use client::*;
+use crate::support::client::*;
 
 #[tokio::test]
 async fn a_room_takes_its_burst_then_refuses_with_429() {

@@ -1,11 +1,8 @@
 //! The lobby speaks matchbox's signaling protocol exactly: the JSON each client sees.
 
-#[path = "support/client.rs"]
-mod client;
-
 use std::time::Duration;
 
-use client::*;
+use crate::support::client::*;
 
 #[tokio::test]
 async fn join_signal_keep_alive_and_leave_in_matchbox_json() {

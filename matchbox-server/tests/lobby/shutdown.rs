@@ -1,9 +1,6 @@
 //! Shutting down closes every WebSocket with 1001 (going away) and a reason.
 
-#[path = "support/client.rs"]
-mod client;
-
-use client::*;
+use crate::support::client::*;
 
 #[tokio::test]
 async fn clients_are_told_the_lobby_is_going_away() {

@@ -13,16 +13,27 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 
+/// A file of `tests/fixtures/`, compiled in.
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/",
+            $name
+        ))
+    };
+}
+
 const CHROMIUM: [(&str, &str, &str); 2] = [
     (
-        include_str!("fixtures/chromium-real-offer.sdp"),
-        include_str!("fixtures/chromium-real-answer.sdp"),
-        include_str!("fixtures/chromium-real-candidates.json"),
+        fixture!("chromium-real-offer.sdp"),
+        fixture!("chromium-real-answer.sdp"),
+        fixture!("chromium-real-candidates.json"),
     ),
     (
-        include_str!("fixtures/chromium-mdns-offer.sdp"),
-        include_str!("fixtures/chromium-mdns-answer.sdp"),
-        include_str!("fixtures/chromium-mdns-candidates.json"),
+        fixture!("chromium-mdns-offer.sdp"),
+        fixture!("chromium-mdns-answer.sdp"),
+        fixture!("chromium-mdns-candidates.json"),
     ),
 ];
 
