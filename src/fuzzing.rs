@@ -26,7 +26,7 @@ use crate::replication::{Replicated, ReplicationAppExt, ReplicationConfig, Trans
 use crate::transport::{LinkEvent, MemoryTransport, Packet, Transport, TransportIo};
 use crate::wire::{Reader, encode_serde};
 use crate::{
-    Channel, FromPeer, MemoryNetwork, PeerInputRejected, PeerMessageAppExt, PeerSocket,
+    Channel, FromPeer, MemoryNetwork, PeerId, PeerInputRejected, PeerMessageAppExt, PeerSocket,
     PeersyncPlugin, SessionConfig,
 };
 
@@ -54,6 +54,18 @@ pub fn forged_spawn(tick: u32, wire: u32, net_id: u64, components: &[(u16, &[u8]
                 })
                 .collect(),
         })],
+    }
+    .encode(&mut out);
+    out
+}
+
+/// An update message of `tick` handing entity `wire` to `to`. For tests of hand-overs a peer
+/// should not accept.
+pub fn forged_hand_over(tick: u32, wire: u32, to: PeerId) -> Vec<u8> {
+    let mut out = Vec::new();
+    UpdateMessage {
+        tick,
+        ops: vec![UpdateOp::HandOver { wire, to }],
     }
     .encode(&mut out);
     out

@@ -9,7 +9,7 @@ use crate::support::hostile::*;
 use crate::support::sim::*;
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
-use bevy_peersync::fuzzing::{KIND_UPDATE, forged_spawn};
+use bevy_peersync::fuzzing::{KIND_UPDATE, forged_hand_over, forged_spawn};
 use bevy_peersync::prelude::*;
 use bevy_peersync::replication::ReplicationConfig;
 use bevy_peersync::{InputError, LinkConditioner};
@@ -46,6 +46,16 @@ fn reused_wire(app: &mut App, peer: PeerId) -> usize {
         .filter(|(from, error)| {
             *from == peer
                 && matches!(error, InputError::Unauthorized(reason) if reason.contains("second entity"))
+        })
+        .count()
+}
+
+fn handed_to_nobody(app: &mut App, peer: PeerId) -> usize {
+    let seen = &app.world().resource::<Rejections>().0;
+    seen.iter()
+        .filter(|(from, error)| {
+            *from == peer
+                && matches!(error, InputError::Unauthorized(reason) if reason.contains("not in the room"))
         })
         .count()
 }
@@ -122,6 +132,33 @@ fn a_spawn_flood_stops_at_the_per_peer_limit_and_is_reported() {
         owned_by(&mut sim.apps[1], attacker),
         LIMIT,
         "reusing a wire number should not add entities"
+    );
+
+    // Handing everything to a peer that is not in the room, to make room for more: refused,
+    // so the entities still count against the attacker and no new spawn gets in.
+    let nobody = PeerId(0xdead_beef);
+    for wire in 1..=LIMIT as u32 {
+        let hand_over = forged_hand_over(20_000 + wire, wire, nobody);
+        inject
+            .lock()
+            .unwrap()
+            .push(reliable_message(victim, KIND_UPDATE, &hand_over));
+    }
+    let spawn = forged_spawn(30_000, 9_999, 0x3000_0000_0000, &[]);
+    inject
+        .lock()
+        .unwrap()
+        .push(reliable_message(victim, KIND_UPDATE, &spawn));
+    sim.run_until(
+        Duration::from_secs(2),
+        "every hand-over to a peer outside the room should be refused",
+        |sim| handed_to_nobody(&mut sim.apps[1], attacker) == LIMIT,
+    );
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(
+        owned_by(&mut sim.apps[1], attacker),
+        LIMIT,
+        "refused hand-overs leave the entities the attacker's, and the spawn after them is over the limit"
     );
 
     let honest = local_id(&sim.apps[0]);
