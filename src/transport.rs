@@ -6,6 +6,7 @@
 //! over WebRTC ([`MatchboxTransport`]) and over the deterministic in-process network of the
 //! tests ([`MemoryTransport`], made by [`MemoryNetwork`](crate::MemoryNetwork)).
 
+mod conditioned;
 pub(crate) mod matchbox;
 pub(crate) mod memory;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use bevy::prelude::Resource;
 use bytes::Bytes;
 
+pub use self::conditioned::ConditionedTransport;
 pub use self::matchbox::MatchboxTransport;
 pub use self::memory::MemoryTransport;
 use crate::channel::Channel;

@@ -4,7 +4,9 @@
 //! `cargo run --example demo` in two or more terminals (the first starts a lobby on
 //! 127.0.0.1:3536 if none answers). Flags: `--room NAME`, `--lobby ws://HOST:PORT`,
 //! `--headless` (no window: a bot moves and prints what it sees), `--bots N` (N bots in this
-//! process too), `--quit-after SECONDS`. In a browser, see the README.
+//! process too), `--quit-after SECONDS`, `--net-sim LOSS,LATENCY_MS,JITTER_MS` (this player's
+//! packets both ways go through a simulated bad network, e.g. `0.02,40,15`). In a browser, see
+//! the README.
 
 mod bot;
 mod game;
@@ -19,6 +21,7 @@ use std::time::Duration;
 
 use bevy::app::{AppExit, ScheduleRunnerPlugin};
 use bevy::prelude::*;
+use bevy_peersync::LinkConditioner;
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -28,12 +31,13 @@ struct Options {
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     bots: usize,
     quit_after: Option<f32>,
+    net_sim: Option<LinkConditioner>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 fn usage() -> ! {
     eprintln!(
-        "usage: demo [--room NAME] [--lobby ws://HOST:PORT] [--headless] [--bots N] [--quit-after SECONDS]"
+        "usage: demo [--room NAME] [--lobby ws://HOST:PORT] [--headless] [--bots N] [--quit-after SECONDS] [--net-sim LOSS,LATENCY_MS,JITTER_MS]"
     );
     std::process::exit(2)
 }
@@ -46,6 +50,7 @@ fn options() -> Options {
         headless: false,
         bots: 0,
         quit_after: None,
+        net_sim: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -66,10 +71,34 @@ fn options() -> Options {
                         .unwrap_or_else(|| usage()),
                 )
             }
+            "--net-sim" => {
+                options.net_sim = Some(
+                    args.next()
+                        .and_then(|spec| parse_net_sim(&spec))
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             _ => usage(),
         }
     }
     options
+}
+
+/// `LOSS,LATENCY_MS,JITTER_MS`, e.g. `0.02,40,15`.
+fn parse_net_sim(spec: &str) -> Option<LinkConditioner> {
+    let mut parts = spec.split(',');
+    let loss: f32 = parts.next()?.trim().parse().ok()?;
+    let latency: u64 = parts.next()?.trim().parse().ok()?;
+    let jitter: u64 = parts.next()?.trim().parse().ok()?;
+    if parts.next().is_some() || !(0.0..=1.0).contains(&loss) {
+        return None;
+    }
+    Some(LinkConditioner {
+        loss,
+        latency: Duration::from_millis(latency),
+        jitter: Duration::from_millis(jitter),
+        ..LinkConditioner::PERFECT
+    })
 }
 
 /// In the browser the page's address says where the lobby is (it serves the page), and the
@@ -94,6 +123,7 @@ fn options() -> Options {
         headless: param("headless").is_some(),
         bots: 0,
         quit_after: None,
+        net_sim: param("net-sim").and_then(|spec| parse_net_sim(&spec.replace("%2C", ","))),
     }
 }
 
@@ -116,11 +146,11 @@ fn main() {
     for _ in 0..options.bots {
         let url = room_url.clone();
         let quit_after = options.quit_after;
-        std::thread::spawn(move || headless_app(url, quit_after).run());
+        std::thread::spawn(move || headless_app(url, quit_after, None).run());
     }
 
     let exit = if options.headless {
-        let mut app = headless_app(room_url, options.quit_after);
+        let mut app = headless_app(room_url, options.quit_after, options.net_sim);
         // Logs go to stderr (one app per process may own the logger: bots above have none).
         app.add_plugins(bevy::log::LogPlugin {
             filter: format!("info,{}", bevy_peersync::WEBRTC_LOG_FILTER),
@@ -128,7 +158,7 @@ fn main() {
         });
         app.run()
     } else {
-        windowed_app(room_url, options.quit_after).run()
+        windowed_app(room_url, options.quit_after, options.net_sim).run()
     };
     if let AppExit::Error(code) = exit {
         std::process::exit(code.get().into());
@@ -149,21 +179,21 @@ fn quit_after(app: &mut App, seconds: Option<f32>) {
 }
 
 /// A bot without a window: steers along a path and prints what it sees.
-fn headless_app(room_url: String, seconds: Option<f32>) -> App {
+fn headless_app(room_url: String, seconds: Option<f32>, net_sim: Option<LinkConditioner>) -> App {
     let mut app = App::new();
     app.add_plugins(
         MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
             1.0 / 60.0,
         ))),
     );
-    net::plugin(&mut app, room_url);
+    net::plugin(&mut app, room_url, net_sim);
     game::plugin(&mut app);
     bot::plugin(&mut app);
     quit_after(&mut app, seconds);
     app
 }
 
-fn windowed_app(room_url: String, seconds: Option<f32>) -> App {
+fn windowed_app(room_url: String, seconds: Option<f32>, net_sim: Option<LinkConditioner>) -> App {
     let mut app = App::new();
     app.add_plugins(
         DefaultPlugins
@@ -186,7 +216,7 @@ fn windowed_app(room_url: String, seconds: Option<f32>) -> App {
             }),
     )
     .insert_resource(ClearColor(Color::srgb(0.08, 0.08, 0.1)));
-    net::plugin(&mut app, room_url);
+    net::plugin(&mut app, room_url, net_sim);
     game::plugin(&mut app);
     view::plugin(&mut app);
     quit_after(&mut app, seconds);

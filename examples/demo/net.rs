@@ -2,7 +2,9 @@
 //! multiplayer.
 
 use bevy::prelude::*;
+use bevy_peersync::LinkConditioner;
 use bevy_peersync::prelude::*;
+use bevy_peersync::transport::{ConditionedTransport, MatchboxTransport};
 use serde::{Deserialize, Serialize};
 
 use crate::game::{Ball, Player, Velocity};
@@ -20,10 +22,18 @@ pub struct Heard {
     pub total: usize,
 }
 
-pub fn plugin(app: &mut App, room_url: String) {
+pub fn plugin(app: &mut App, room_url: String, net_sim: Option<LinkConditioner>) {
     // 1. Join the room. Every peer of the room connects to every other directly (WebRTC); the
-    //    lobby only introduces them.
-    app.add_plugins(PeersyncPlugin::new(MatchboxConfig::new(room_url)));
+    //    lobby only introduces them. (`--net-sim` puts a simulated bad network in between.)
+    let config = MatchboxConfig::new(room_url);
+    match net_sim {
+        None => app.add_plugins(PeersyncPlugin::new(config)),
+        Some(conditioner) => {
+            let transport =
+                ConditionedTransport::new(MatchboxTransport::new(config), conditioner, 1);
+            app.add_plugins(PeersyncPlugin::with_socket(PeerSocket::new(transport)))
+        }
+    };
 
     // 2. Say what travels. Every peer must register the same things in the same order (peers
     //    with a different list refuse each other with a clear reason).

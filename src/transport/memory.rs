@@ -38,6 +38,52 @@ impl LinkConditioner {
         duplicate: 0.0,
         reorder: 0.0,
     };
+
+    /// When a packet sent at `now` on `channel` arrives: nothing when it is lost, twice when
+    /// duplicated. `reliable_tail` is when the link's last reliable packet arrives (reliable
+    /// packets never overtake each other; a loss costs them a resend instead).
+    pub(crate) fn schedule(
+        &self,
+        rng: &mut SplitMix64,
+        channel: Channel,
+        now: Duration,
+        reliable_tail: &mut Duration,
+        out: &mut Vec<Duration>,
+    ) {
+        match channel {
+            Channel::Unreliable => {
+                if rng.chance(self.loss) {
+                    return;
+                }
+                let copies = if rng.chance(self.duplicate) { 2 } else { 1 };
+                for _ in 0..copies {
+                    let mut delay = self.delay(rng);
+                    if rng.chance(self.reorder) {
+                        let extra = self.latency.max(Duration::from_millis(10));
+                        delay += extra.mul_f32(0.5 + rng.unit());
+                    }
+                    out.push(now + delay);
+                }
+            }
+            Channel::Reliable => {
+                let mut delay = self.delay(rng);
+                // SCTP resends a lost packet after about a round trip.
+                let mut resends = 0;
+                while resends < 8 && rng.chance(self.loss) {
+                    delay += (self.latency * 2).max(Duration::from_millis(20));
+                    resends += 1;
+                }
+                let at = (now + delay).max(*reliable_tail);
+                *reliable_tail = at;
+                out.push(at);
+            }
+        }
+    }
+
+    fn delay(&self, rng: &mut SplitMix64) -> Duration {
+        let jitter = self.jitter.as_secs_f64() * (rng.unit() as f64 * 2.0 - 1.0);
+        Duration::from_secs_f64((self.latency.as_secs_f64() + jitter).max(0.0))
+    }
 }
 
 impl Default for LinkConditioner {
@@ -99,39 +145,8 @@ impl Hub {
             .unwrap_or(self.conditioner);
         let now = self.now();
         let mut deliveries = Vec::with_capacity(2);
-        match packet.channel {
-            Channel::Unreliable => {
-                if self.rng.chance(conditioner.loss) {
-                    return;
-                }
-                let copies = if self.rng.chance(conditioner.duplicate) {
-                    2
-                } else {
-                    1
-                };
-                for _ in 0..copies {
-                    let mut delay = self.delay(&conditioner);
-                    if self.rng.chance(conditioner.reorder) {
-                        let extra = conditioner.latency.max(Duration::from_millis(10));
-                        delay += extra.mul_f32(0.5 + self.rng.unit());
-                    }
-                    deliveries.push(now + delay);
-                }
-            }
-            Channel::Reliable => {
-                let mut delay = self.delay(&conditioner);
-                // SCTP resends a lost packet after about a round trip.
-                let mut resends = 0;
-                while resends < 8 && self.rng.chance(conditioner.loss) {
-                    delay += (conditioner.latency * 2).max(Duration::from_millis(20));
-                    resends += 1;
-                }
-                let tail = self.reliable_tail.entry(link).or_default();
-                let at = (now + delay).max(*tail);
-                *tail = at;
-                deliveries.push(at);
-            }
-        }
+        let tail = self.reliable_tail.entry(link).or_default();
+        conditioner.schedule(&mut self.rng, packet.channel, now, tail, &mut deliveries);
         for deliver_at in deliveries {
             self.order += 1;
             let scheduled = Scheduled {
@@ -145,11 +160,6 @@ impl Hub {
                 member.inbox.push(Reverse(scheduled));
             }
         }
-    }
-
-    fn delay(&mut self, conditioner: &LinkConditioner) -> Duration {
-        let jitter = conditioner.jitter.as_secs_f64() * (self.rng.unit() as f64 * 2.0 - 1.0);
-        Duration::from_secs_f64((conditioner.latency.as_secs_f64() + jitter).max(0.0))
     }
 
     fn leave(&mut self, id: PeerId) {

@@ -18,6 +18,7 @@ mod leave;
 mod liveness;
 mod messages;
 mod net_entities;
+mod net_sim;
 mod protocol_mismatch;
 mod replication_webrtc;
 mod spawn_despawn;
