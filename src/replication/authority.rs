@@ -6,7 +6,7 @@
 //! host; kept waiting (up to [`ReplicationConfig::handover_timeout`]) when the hand-over or the
 //! departure that would allow it may still be on its way; refused otherwise.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bevy::platform::collections::HashMap;
@@ -52,7 +52,9 @@ pub(crate) enum Fate {
 /// The claims waiting and the peers seen last frame.
 #[derive(Resource, Default)]
 pub(crate) struct Authority {
-    pending: Vec<PendingClaim>,
+    /// Keyed by sender and its wire number, so that a despawn finds its claim at once (a peer
+    /// sending despawns must not make this peer scan every waiting claim for each).
+    pending: BTreeMap<(PeerId, u32), PendingClaim>,
     /// How many of `pending` each sender has (for its entity limit).
     pending_by: HashMap<PeerId, usize>,
     known: BTreeSet<PeerId>,
@@ -64,7 +66,7 @@ impl Authority {
         let current: BTreeSet<PeerId> = peers.ids().collect();
         let gone: Vec<PeerId> = self.known.difference(&current).copied().collect();
         self.known = current;
-        self.pending.retain(|claim| !gone.contains(&claim.sender));
+        self.pending.retain(|(sender, _), _| !gone.contains(sender));
         for peer in &gone {
             self.pending_by.remove(peer);
         }
@@ -77,23 +79,22 @@ impl Authority {
     }
 
     pub(crate) fn wait(&mut self, claim: PendingClaim) {
-        *self.pending_by.entry(claim.sender).or_default() += 1;
-        self.pending.push(claim);
+        let key = (claim.sender, claim.spawn.wire);
+        if self.pending.insert(key, claim).is_none() {
+            *self.pending_by.entry(key.0).or_default() += 1;
+        }
     }
 
     /// The sender despawned what its waiting claim is about. Returns whether such a claim
     /// exists.
     pub(crate) fn despawned(&mut self, sender: PeerId, wire: u32) -> bool {
-        let claim = self
-            .pending
-            .iter_mut()
-            .find(|claim| claim.sender == sender && claim.spawn.wire == wire);
+        let claim = self.pending.get_mut(&(sender, wire));
         claim.map(|claim| claim.despawned = true).is_some()
     }
 
     pub(crate) fn take_pending(&mut self) -> Vec<PendingClaim> {
         self.pending_by.clear();
-        std::mem::take(&mut self.pending)
+        std::mem::take(&mut self.pending).into_values().collect()
     }
 
     pub(crate) fn has_pending(&self) -> bool {

@@ -1,32 +1,17 @@
 //! Three headless demo processes in one room see each other's players and greetings.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::process::{Watched, demo_binary};
+use crate::support::process::{Watched, start_demo};
 use peersync_lobby::{LobbyConfig, LobbyThread};
-
-fn start_demo(lobby: &str) -> Watched {
-    Watched::spawn(
-        Command::new(demo_binary())
-            .args([
-                "--headless",
-                "--room",
-                "headless-test",
-                "--lobby",
-                lobby,
-                "--quit-after",
-                "60",
-            ])
-            .env("RUST_LOG", "warn,bevy_peersync=debug"),
-    )
-}
 
 #[test]
 fn three_headless_demos_see_each_other() {
     let lobby = LobbyThread::spawn(LobbyConfig::local()).unwrap();
     let url = format!("ws://{}", lobby.local_addr());
-    let mut demos: Vec<Watched> = (0..3).map(|_| start_demo(&url)).collect();
+    let mut demos: Vec<Watched> = (0..3)
+        .map(|_| start_demo(&url, "headless-test", 60))
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         for demo in &mut demos {

@@ -7,57 +7,13 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::process::{Watched, demo_binary, example_binary};
+use crate::support::process::{Watched, example_binary, poll_output, start_demo};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
         .expect("a free port")
-}
-
-fn start_demo(lobby: &str) -> Watched {
-    Watched::spawn(
-        Command::new(demo_binary())
-            .args([
-                "--headless",
-                "--room",
-                "hostile",
-                "--lobby",
-                lobby,
-                "--quit-after",
-                "90",
-            ])
-            .env("RUST_LOG", "warn,bevy_peersync=info"),
-    )
-}
-
-fn poll(
-    processes: &mut [Watched],
-    within: Duration,
-    what: &str,
-    mut done: impl FnMut(&mut [Watched]) -> bool,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        for process in processes.iter_mut() {
-            process.collect();
-        }
-        if done(processes) {
-            return start.elapsed();
-        }
-        if start.elapsed() > within {
-            let logs: Vec<_> = processes
-                .iter()
-                .map(|p| p.seen[p.seen.len().saturating_sub(30)..].join("\n"))
-                .collect();
-            panic!(
-                "{what} within {within:?}; last lines:\n{}",
-                logs.join("\n---\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Joins the room with a plain WebSocket and answers every offer with `answer`.
@@ -118,16 +74,16 @@ fn a_poisoned_answer_through_a_relaying_lobby_costs_the_victims_a_rejoin_not_the
         ))
         .arg(format!("127.0.0.1:{port}")),
     )];
-    poll(
+    poll_output(
         &mut processes,
         Duration::from_secs(20),
         "the relay lobby should listen",
         |p| p[0].said("listening on") > 0,
     );
     let url = format!("ws://127.0.0.1:{port}");
-    processes.push(start_demo(&url));
-    processes.push(start_demo(&url));
-    poll(
+    processes.push(start_demo(&url, "hostile", 90));
+    processes.push(start_demo(&url, "hostile", 90));
+    poll_output(
         &mut processes,
         Duration::from_secs(60),
         "both demos should see each other",
@@ -141,7 +97,7 @@ fn a_poisoned_answer_through_a_relaying_lobby_costs_the_victims_a_rejoin_not_the
         r#"{"Answer":"not an sdp at all"}"#,
     );
     let attacked = Instant::now();
-    let took = poll(
+    let took = poll_output(
         &mut processes,
         Duration::from_secs(10),
         "both demos should survive, report the panic, rejoin and see each other again",

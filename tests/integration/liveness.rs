@@ -2,27 +2,10 @@
 //! within the peer timeout, not after the lobby's 30 s idle timeout; the world moves to a new
 //! host; and when the stopped peer runs again it rejoins the room as a new player.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::process::{Watched, demo_binary};
+use crate::support::process::{Watched, poll_output, start_demo};
 use peersync_lobby::{LobbyConfig, LobbyThread};
-
-fn start_demo(lobby: &str) -> Watched {
-    Watched::spawn(
-        Command::new(demo_binary())
-            .args([
-                "--headless",
-                "--room",
-                "liveness-test",
-                "--lobby",
-                lobby,
-                "--quit-after",
-                "120",
-            ])
-            .env("RUST_LOG", "warn,bevy_peersync=info"),
-    )
-}
 
 /// The demo's once-a-second summary: `[bot ME] N players, ball at (..) owned by X, host H`.
 struct Summary {
@@ -56,41 +39,14 @@ fn last_summary(lines: &[String]) -> Option<Summary> {
     lines.iter().rev().find_map(|line| parse_summary(line))
 }
 
-/// Polls `done` over the demos' output until it holds, or panics with what they printed.
-fn wait_for(
-    demos: &mut [Watched],
-    within: Duration,
-    what: &str,
-    mut done: impl FnMut(&[Watched]) -> bool,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        for demo in demos.iter_mut() {
-            demo.collect();
-        }
-        if done(demos) {
-            return start.elapsed();
-        }
-        if start.elapsed() > within {
-            let logs: Vec<_> = demos
-                .iter()
-                .map(|d| d.seen[d.seen.len().saturating_sub(40)..].join("\n"))
-                .collect();
-            panic!(
-                "{what} within {within:?}; the demos' last lines:\n{}",
-                logs.join("\n---\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_stopped_host_is_replaced_within_seconds_and_rejoins_when_it_runs_again() {
     let lobby = LobbyThread::spawn(LobbyConfig::local()).unwrap();
     let url = format!("ws://{}", lobby.local_addr());
-    let mut demos: Vec<Watched> = (0..3).map(|_| start_demo(&url)).collect();
-    wait_for(
+    let mut demos: Vec<Watched> = (0..3)
+        .map(|_| start_demo(&url, "liveness-test", 120))
+        .collect();
+    poll_output(
         &mut demos,
         Duration::from_secs(60),
         "each demo should see 3 players and agree on the host",
@@ -112,7 +68,7 @@ fn a_stopped_host_is_replaced_within_seconds_and_rejoins_when_it_runs_again() {
 
     demos[stopped].signal("STOP");
     let marks: Vec<usize> = demos.iter().map(|d| d.seen.len()).collect();
-    let took = wait_for(
+    let took = poll_output(
         &mut demos,
         Duration::from_secs(12),
         "the two running demos should drop the stopped host (the lobby alone takes 30 s), \
@@ -135,7 +91,7 @@ fn a_stopped_host_is_replaced_within_seconds_and_rejoins_when_it_runs_again() {
 
     demos[stopped].signal("CONT");
     let marks: Vec<usize> = demos.iter().map(|d| d.seen.len()).collect();
-    wait_for(
+    poll_output(
         &mut demos,
         Duration::from_secs(40),
         "the resumed demo should notice its stall, rejoin under a new id, and all three should \

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, Sender, channel};
+use std::time::{Duration, Instant};
 
 /// The demo example, which `cargo test` builds next to the test binaries.
 pub fn demo_binary() -> PathBuf {
@@ -112,5 +113,53 @@ impl Drop for Watched {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A headless demo process (a bot) in `room` of the lobby at `lobby`, quitting after
+/// `quit_after` seconds at the latest.
+pub fn start_demo(lobby: &str, room: &str, quit_after: u32) -> Watched {
+    Watched::spawn(
+        Command::new(demo_binary())
+            .args([
+                "--headless",
+                "--room",
+                room,
+                "--lobby",
+                lobby,
+                "--quit-after",
+            ])
+            .arg(quit_after.to_string())
+            .env("RUST_LOG", "warn,bevy_peersync=info"),
+    )
+}
+
+/// Collects the processes' output until `done` holds, and says how long that took; past
+/// `within`, fails with `what` and their last lines.
+pub fn poll_output(
+    processes: &mut [Watched],
+    within: Duration,
+    what: &str,
+    mut done: impl FnMut(&mut [Watched]) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        for process in processes.iter_mut() {
+            process.collect();
+        }
+        if done(processes) {
+            return start.elapsed();
+        }
+        if start.elapsed() > within {
+            let logs: Vec<_> = processes
+                .iter()
+                .map(|p| p.seen[p.seen.len().saturating_sub(40)..].join("\n"))
+                .collect();
+            panic!(
+                "{what} within {within:?}; their last lines:\n{}",
+                logs.join("\n---\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
