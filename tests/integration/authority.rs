@@ -1,13 +1,11 @@
 //! Only an entity's owner changes it: a peer that claims someone else's entity is rejected and
 //! reported; an owner can hand an entity over, and then only the new owner counts.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::hostile::*;
 use crate::support::sim::*;
 use bevy::prelude::*;
-use bevy::time::TimeUpdateStrategy;
 use bevy_peersync::fuzzing::{KIND_UPDATE, forged_spawn};
 use bevy_peersync::prelude::*;
 use bevy_peersync::{InputError, LinkConditioner};
@@ -43,19 +41,7 @@ fn entity_with(app: &mut App, net_id: u64) -> Entity {
 fn a_claim_on_someone_elses_entity_is_rejected_and_the_owner_keeps_it() {
     let mut sim = Sim::new(21, LinkConditioner::PERFECT, 2, setup);
     // A third peer whose transport lets the test forge its messages.
-    let inject = Arc::new(Mutex::new(Vec::new()));
-    let mut hostile_app = App::new();
-    hostile_app
-        .add_plugins((
-            MinimalPlugins,
-            PeersyncPlugin::with_socket(PeerSocket::new(Hostile {
-                inner: sim.net.join(),
-                inject: inject.clone(),
-            })),
-        ))
-        .insert_resource(TimeUpdateStrategy::ManualDuration(DT));
-    setup(&mut hostile_app);
-    sim.apps.push(hostile_app);
+    let inject = join_hostile(&mut sim, setup);
     sim.connect_all();
 
     let owner = local_id(&sim.apps[0]);

@@ -2,13 +2,11 @@
 //! `max_entities_per_peer` of them: the rest are dropped and reported, naming it, and the honest
 //! owners' entities still arrive.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::hostile::*;
 use crate::support::sim::*;
 use bevy::prelude::*;
-use bevy::time::TimeUpdateStrategy;
 use bevy_peersync::fuzzing::{KIND_UPDATE, forged_hand_over, forged_spawn};
 use bevy_peersync::prelude::*;
 use bevy_peersync::replication::ReplicationConfig;
@@ -72,19 +70,7 @@ fn owned_by(app: &mut App, peer: PeerId) -> usize {
 #[test]
 fn a_spawn_flood_stops_at_the_per_peer_limit_and_is_reported() {
     let mut sim = Sim::new(61, LinkConditioner::PERFECT, 2, setup);
-    let inject = Arc::new(Mutex::new(Vec::new()));
-    let mut hostile_app = App::new();
-    hostile_app
-        .add_plugins((
-            MinimalPlugins,
-            PeersyncPlugin::with_socket(PeerSocket::new(Hostile {
-                inner: sim.net.join(),
-                inject: inject.clone(),
-            })),
-        ))
-        .insert_resource(TimeUpdateStrategy::ManualDuration(DT));
-    setup(&mut hostile_app);
-    sim.apps.push(hostile_app);
+    let inject = join_hostile(&mut sim, setup);
     sim.connect_all();
     let attacker = local_id(&sim.apps[2]);
     let victim = local_id(&sim.apps[1]);

@@ -4,10 +4,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bevy::prelude::*;
+use bevy::time::TimeUpdateStrategy;
 use bevy_peersync::transport::MemoryTransport;
 use bevy_peersync::transport::Transport;
 use bevy_peersync::transport::{Packet, TransportIo};
-use bevy_peersync::{Channel, PeerId, SocketState};
+use bevy_peersync::{Channel, PeerId, PeerSocket, PeersyncPlugin, SocketState};
 use bytes::Bytes;
 
 pub struct Hostile {
@@ -54,4 +56,23 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
         }
         out.push(byte | 0x80);
     }
+}
+
+/// Adds a peer to `sim` whose transport sends whatever is pushed to the returned list too, set
+/// up like the others with `setup`. Call [`Sim::connect_all`](super::sim::Sim::connect_all)
+/// afterwards.
+pub fn join_hostile(sim: &mut super::sim::Sim, setup: fn(&mut App)) -> Arc<Mutex<Vec<Packet>>> {
+    let inject = Arc::new(Mutex::new(Vec::new()));
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins,
+        PeersyncPlugin::with_socket(PeerSocket::new(Hostile {
+            inner: sim.net.join(),
+            inject: inject.clone(),
+        })),
+    ))
+    .insert_resource(TimeUpdateStrategy::ManualDuration(super::sim::DT));
+    setup(&mut app);
+    sim.apps.push(app);
+    inject
 }
