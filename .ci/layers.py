@@ -23,7 +23,7 @@ LEVELS = {
     "channel": 0, "peer": 0, "error": 0, "wire": 0, "rng": 0, "protocol": 0, "platform": 0,
     "transport": 1,
     "session": 2,
-    "endpoint": 3,
+    "endpoint": 3, "membership": 3,
     "net": 4,
     "messages": 5, "replication": 5,
     "plugin": 6,

@@ -14,6 +14,7 @@ mod wire;
 pub mod transport;
 
 mod endpoint;
+mod membership;
 mod session;
 
 mod net;
@@ -36,7 +37,8 @@ pub use error::{InputError, SendError};
 pub use messages::{FromPeer, PeerMessage, PeerMessageAppExt, PeerMessageWriter, Target};
 pub use net::{
     ConnectedPeers, DisconnectReason, HostChanged, Peer, PeerConnected, PeerDisconnected,
-    PeerInputRejected, PeerRefused, PeerSocket, PeerStats, PeersyncSystems, SocketStateChanged,
+    PeerInputRejected, PeerRefused, PeerSocket, PeerStats, PeersyncSystems, SessionMerged,
+    SocketStateChanged,
 };
 pub use peer::PeerId;
 pub use plugin::{PeersyncPlugin, WEBRTC_LOG_FILTER};
@@ -56,6 +58,6 @@ pub mod prelude {
         Channel, ConnectedPeers, DisconnectReason, FromPeer, HostChanged, MatchboxConfig, Peer,
         PeerConnected, PeerDisconnected, PeerId, PeerInputRejected, PeerMessageAppExt,
         PeerMessageWriter, PeerRefused, PeerSocket, PeerStats, PeersyncPlugin, PeersyncSystems,
-        SocketState, SocketStateChanged, Target,
+        SessionMerged, SocketState, SocketStateChanged, Target,
     };
 }

@@ -19,13 +19,15 @@ use tracing::{info, warn};
 
 pub use self::events::{
     DisconnectReason, HostChanged, PeerConnected, PeerDisconnected, PeerInputRejected, PeerRefused,
-    SocketStateChanged,
+    SessionMerged, SocketStateChanged,
 };
 pub use self::peers::{ConnectedPeers, Peer, PeerStats};
 pub(crate) use self::queues::KindQueues;
 pub use self::socket::PeerSocket;
+use crate::channel::Channel;
 use crate::endpoint::{Disconnect, Endpoint, EndpointEvent};
 use crate::error::InputError;
+use crate::membership::{KIND_MEMBERSHIP, Membership, MembershipEvent};
 use crate::peer::PeerId;
 use crate::protocol::ProtocolRegistry;
 use crate::session::SessionConfig;
@@ -52,6 +54,10 @@ pub enum PeersyncSystems {
 #[derive(Resource)]
 pub(crate) struct NetEndpoint(pub(crate) Endpoint);
 
+/// This peer's view of the session: seniority and the host election (`membership.rs`).
+#[derive(Resource, Default)]
+pub(crate) struct NetMembership(Membership);
+
 /// Sets up the net layer; added by [`PeersyncPlugin`](crate::PeersyncPlugin).
 pub(crate) struct NetPlugin {
     pub(crate) session: SessionConfig,
@@ -65,6 +71,7 @@ impl Plugin for NetPlugin {
             .init_resource::<ConnectedPeers>()
             .init_resource::<KindQueues>()
             .init_resource::<ProtocolRegistry>()
+            .init_resource::<NetMembership>()
             .insert_resource(NetEndpoint(Endpoint::new(self.session.clone(), 0)))
             .configure_sets(
                 PreUpdate,
@@ -81,6 +88,7 @@ impl Plugin for NetPlugin {
                     receive_packets,
                     feed_endpoint,
                     publish_peers,
+                    elect_host,
                     announce_host,
                 )
                     .chain()
@@ -92,6 +100,9 @@ impl Plugin for NetPlugin {
                     .chain()
                     .in_set(PeersyncSystems::SendPackets),
             );
+        app.world_mut()
+            .resource_mut::<KindQueues>()
+            .register(KIND_MEMBERSHIP);
         if let Some(socket) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
             app.insert_resource(socket);
         }
@@ -228,6 +239,50 @@ fn publish_peers(
         && !socket.rejoin()
     {
         warn!("this socket's transport cannot rejoin: close it and insert a new PeerSocket");
+    }
+}
+
+/// Keeps the membership in step with the connected peers, reads and sends announcements, and
+/// publishes the elected host on [`ConnectedPeers`].
+fn elect_host(
+    time: Res<Time<Real>>,
+    mut endpoint: ResMut<NetEndpoint>,
+    mut membership: ResMut<NetMembership>,
+    mut peers: ResMut<ConnectedPeers>,
+    mut queues: ResMut<KindQueues>,
+    mut commands: Commands,
+) {
+    let now = time.elapsed();
+    let endpoint = &mut endpoint.0;
+    let membership = &mut membership.0;
+    membership.sync_peers(now, &endpoint.config, peers.local_id(), peers.ids());
+    for message in queues.take(KIND_MEMBERSHIP) {
+        if let Err(error) = membership.handle_announcement(message.peer, &message.body) {
+            endpoint.reject(message.peer, error);
+        }
+    }
+    membership.update(now, crate::platform::unix_millis(), &endpoint.config);
+    membership.poll_transmit(|peer, body| {
+        // Only connected peers are announced to; one that left meanwhile needs nothing.
+        let _ = endpoint.send(peer, Channel::Reliable, KIND_MEMBERSHIP, body, None);
+    });
+    peers.set_host(membership.host());
+    for event in membership.drain_events() {
+        match event {
+            MembershipEvent::Founded => info!("nobody else here: this peer founded the session"),
+            MembershipEvent::Joined => {}
+            MembershipEvent::Merged { from, into } => {
+                info!(
+                    "this session met an older one (founded by {}) and joined it; its world \
+                     entities give way to the older session's",
+                    into.founder
+                );
+                commands.trigger(SessionMerged {
+                    previous_founder: from.founder,
+                    founder: into.founder,
+                });
+            }
+        }
     }
 }
 

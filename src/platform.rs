@@ -60,3 +60,19 @@ pub(crate) fn spawn_background(
     }
     Background { abort }
 }
+
+/// The wall clock in milliseconds since the Unix epoch, 0 if the clock is before it. Only used to
+/// order sessions by founding time, so clocks that disagree across machines change which session
+/// wins a merge, never whether peers agree on it.
+pub(crate) fn unix_millis() -> u64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Date::now().max(0.0) as u64
+    }
+}

@@ -218,6 +218,26 @@ impl TransferOwnershipExt for EntityCommands<'_> {
     }
 }
 
+/// This peer's session joined an older one: the world entities it owns (it was the younger
+/// session's host, or was about to hand them to it) give way to that session's, for everyone.
+/// Replicas stay: their owner does the same when it merges, and replicas of the older
+/// session's world may already be here.
+/// Replicated world entities, with their owner when they have one yet.
+type WorldEntities<'w, 's> =
+    Query<'w, 's, (Entity, Option<&'static Owner>), (With<Replicated>, With<HostOwned>)>;
+
+fn drop_merged_world(
+    _merged: On<crate::net::SessionMerged>,
+    world_entities: WorldEntities,
+    mut commands: Commands,
+) {
+    for (entity, owner) in &world_entities {
+        if matches!(owner, None | Some(Owner::Local)) {
+            commands.entity(entity).despawn();
+        }
+    }
+}
+
 /// Sets up replication; added by [`PeersyncPlugin`](crate::PeersyncPlugin).
 pub(crate) struct ReplicationPlugin;
 
@@ -237,6 +257,7 @@ impl Plugin for ReplicationPlugin {
             .init_resource::<send::SendState>()
             .init_resource::<receive::ReceiveState>()
             .add_observer(on_unreplicated)
+            .add_observer(drop_merged_world)
             .add_systems(
                 PreUpdate,
                 (forget_gone, receive::receive)

@@ -48,6 +48,16 @@ pub struct SessionConfig {
     /// loop longer than this (loading a level on the main thread): raise it for such a game.
     /// Default 5 s, well above the frame hitches of a loaded machine.
     pub peer_timeout: Duration,
+    /// How long a peer that finds itself alone in a room waits for others before it founds a
+    /// session and acts as host (see [`ConnectedPeers::host`](crate::ConnectedPeers::host)).
+    /// Peers that meet within it agree on one founder, so a game that spawns its world only
+    /// once [`ConnectedPeers::is_settled`](crate::ConnectedPeers::is_settled) spawns it once.
+    /// Default 1 s: a WebRTC connection on a LAN takes 0.2–1 s to open.
+    pub settle_time: Duration,
+    /// How long a peer may take to connect to the rest of the session before the host election
+    /// treats the missing link as a partial mesh (and picks a host that reaches everyone).
+    /// Default 5 s.
+    pub mesh_grace: Duration,
 }
 
 impl Default for SessionConfig {
@@ -58,6 +68,8 @@ impl Default for SessionConfig {
             unreliable_packet_size: 1160,
             heartbeat: Duration::from_millis(250),
             peer_timeout: Duration::from_secs(5),
+            settle_time: Duration::from_secs(1),
+            mesh_grace: Duration::from_secs(5),
         }
     }
 }

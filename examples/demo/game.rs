@@ -1,7 +1,5 @@
 //! The game itself: squares that move, and a ball the host simulates.
 
-use std::time::Duration;
-
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -34,13 +32,7 @@ pub fn plugin(app: &mut App) {
         .add_systems(Startup, spawn_my_player)
         .add_systems(
             Update,
-            (
-                move_my_player,
-                spawn_ball_when_host,
-                keep_one_ball,
-                simulate_ball,
-            )
-                .chain(),
+            (move_my_player, spawn_ball_when_host, simulate_ball).chain(),
         );
 }
 
@@ -65,25 +57,16 @@ fn move_my_player(
     }
 }
 
-/// How long the host must have stayed the same before it makes a ball. Players started together
-/// see each other within this, so only one of them makes one (every peer is host while alone).
-const SETTLE: Duration = Duration::from_millis(1500);
-
-/// The host makes sure there is a ball. A world entity: `HostOwned`, so it moves to the next
-/// host if this one leaves.
+/// The host makes sure there is a ball, once the room has settled: peers that start together
+/// agree on one host first, so only one ball is made (and if two sessions that each made one
+/// meet, the library keeps the older session's). A world entity: `HostOwned`, so it moves to
+/// the next host if this one leaves.
 fn spawn_ball_when_host(
     mut commands: Commands,
-    time: Res<Time>,
     peers: Res<ConnectedPeers>,
     balls: Query<(), With<Ball>>,
-    mut settled: Local<(Option<PeerId>, Duration)>,
 ) {
-    let host = peers.host();
-    if settled.0 != host {
-        *settled = (host, time.elapsed());
-    }
-    let stable = time.elapsed().saturating_sub(settled.1) >= SETTLE;
-    if peers.is_host() && stable && balls.is_empty() {
+    if peers.is_settled() && peers.is_host() && balls.is_empty() {
         commands.spawn((
             Replicated,
             HostOwned,
@@ -91,26 +74,6 @@ fn spawn_ball_when_host(
             Velocity::default(),
             Transform::from_xyz(0.0, 0.0, 2.0),
         ));
-    }
-}
-
-/// Two rooms' worth of players can each have made a ball before they met: the host keeps one.
-fn keep_one_ball(
-    mut commands: Commands,
-    peers: Res<ConnectedPeers>,
-    balls: Query<(Entity, &Owner, Option<&NetId>), With<Ball>>,
-) {
-    if !peers.is_host() {
-        return;
-    }
-    let mut ours: Vec<(Entity, u64)> = balls
-        .iter()
-        .filter(|(_, owner, _)| owner.is_local())
-        .filter_map(|(entity, _, id)| id.map(|id| (entity, id.0)))
-        .collect();
-    ours.sort_by_key(|(_, id)| *id);
-    for (entity, _) in ours.into_iter().skip(1) {
-        commands.entity(entity).despawn();
     }
 }
 

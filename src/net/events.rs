@@ -73,8 +73,9 @@ pub struct SocketStateChanged {
     pub state: SocketState,
 }
 
-/// The host changed: a peer joined with a lower id, the host left, or this peer joined a room
-/// (from `None`) or left it (to `None`). The host owns [`HostOwned`](crate::replication::HostOwned)
+/// The host changed: the room settled (from `None`), the host left or stopped reaching everyone,
+/// two sessions merged, or this peer left the room (to `None`). Fires once per change. The host
+/// owns [`HostOwned`](crate::replication::HostOwned)
 /// entities and receives [`Target::Host`](crate::Target::Host) messages.
 #[derive(Event, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostChanged {
@@ -82,4 +83,17 @@ pub struct HostChanged {
     pub previous: Option<PeerId>,
     /// The host now.
     pub host: Option<PeerId>,
+}
+
+/// This peer's session met an older one (two peers that each started alone, a room split while
+/// its lobby was away) and joined it. Only one world survives: the
+/// [`HostOwned`](crate::replication::HostOwned) entities this peer owned are despawned for
+/// everyone (the younger session's host owns them all, so its merge removes that world), and
+/// the older session's world arrives from its host. Player-owned entities stay.
+#[derive(Event, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionMerged {
+    /// Founder of the session this peer was in.
+    pub previous_founder: PeerId,
+    /// Founder of the session it joined.
+    pub founder: PeerId,
 }

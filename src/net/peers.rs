@@ -57,6 +57,7 @@ impl From<LinkStats> for PeerStats {
 pub struct ConnectedPeers {
     local: Option<PeerId>,
     peers: BTreeMap<PeerId, Entity>,
+    host: Option<PeerId>,
 }
 
 impl ConnectedPeers {
@@ -90,21 +91,34 @@ impl ConnectedPeers {
         self.peers.is_empty()
     }
 
-    /// The host: the lowest id among us and the connected peers. Every peer computes it from the
-    /// same ids, so all agree once their connections have settled; `None` until we have an id.
+    /// The host: the peer that has been in the session longest (and reaches every member), as
+    /// every peer agrees. A peer that joins never takes over; a new host is elected only when
+    /// the host leaves, times out, or can no longer reach everyone (a partial mesh).
+    ///
+    /// `None` until the room has settled: a peer alone in a room waits
+    /// [`SessionConfig::settle_time`](crate::SessionConfig::settle_time) for others before it
+    /// hosts, and a joiner waits until it reaches the host the others follow.
+    /// [`HostChanged`](crate::HostChanged) fires on every change, from `None` included. The rule in full,
+    /// with what happens in a partial mesh and when two sessions meet, is in ARCHITECTURE.md
+    /// ("Host election").
     pub fn host(&self) -> Option<PeerId> {
-        let local = self.local?;
-        Some(
-            self.peers
-                .keys()
-                .next()
-                .map_or(local, |first| local.min(*first)),
-        )
+        self.host
+    }
+
+    /// Whether this peer knows the host. A game that spawns its world entities
+    /// ([`HostOwned`](crate::replication::HostOwned)) once this is true and
+    /// [`is_host`](Self::is_host) spawns them once per room, not once per peer that started.
+    pub fn is_settled(&self) -> bool {
+        self.host.is_some()
     }
 
     /// Whether we are the host.
     pub fn is_host(&self) -> bool {
         self.local.is_some() && self.host() == self.local
+    }
+
+    pub(crate) fn set_host(&mut self, host: Option<PeerId>) {
+        self.host = host;
     }
 
     pub(crate) fn set_local(&mut self, local: Option<PeerId>) {

@@ -2,7 +2,7 @@
 //! clock that only moves when told to, so every run with the same seed is the same run.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -122,7 +122,13 @@ struct Hub {
     members: BTreeMap<PeerId, Member>,
     /// When the last reliable packet on each directed link arrives: later ones never overtake.
     reliable_tail: HashMap<(PeerId, PeerId), Duration>,
+    /// Pairs of peers whose link is cut (lower id first).
+    cut: HashSet<(PeerId, PeerId)>,
     order: u64,
+}
+
+fn pair(a: PeerId, b: PeerId) -> (PeerId, PeerId) {
+    (a.min(b), a.max(b))
 }
 
 impl Hub {
@@ -134,7 +140,7 @@ impl Hub {
     }
 
     fn route(&mut self, from: PeerId, packet: Packet) {
-        if !self.members.contains_key(&packet.peer) {
+        if !self.members.contains_key(&packet.peer) || self.cut.contains(&pair(from, packet.peer)) {
             return;
         }
         let link = (from, packet.peer);
@@ -170,6 +176,7 @@ impl Hub {
             member.links.push(LinkEvent::Down(id));
         }
         self.reliable_tail.retain(|(a, b), _| *a != id && *b != id);
+        self.cut.retain(|(a, b)| *a != id && *b != id);
     }
 }
 
@@ -193,6 +200,7 @@ impl MemoryNetwork {
                 overrides: HashMap::new(),
                 members: BTreeMap::new(),
                 reliable_tail: HashMap::new(),
+                cut: HashSet::new(),
                 order: 0,
             })),
         }
@@ -212,6 +220,43 @@ impl MemoryNetwork {
     /// Makes the link from `from` to `to` (one direction) behave as `conditioner`.
     pub fn set_link(&self, from: PeerId, to: PeerId, conditioner: LinkConditioner) {
         self.hub().overrides.insert((from, to), conditioner);
+    }
+
+    /// Cuts the link between `a` and `b`, as when a connection breaks while both peers stay in
+    /// the room: each sees the other's link go down, and what was in flight between them is
+    /// lost. Nothing passes until [`MemoryNetwork::heal`]. Peers that join later are not cut.
+    pub fn cut(&self, a: PeerId, b: PeerId) {
+        let mut hub = self.hub();
+        if a == b || !hub.cut.insert(pair(a, b)) {
+            return;
+        }
+        for (this, other) in [(a, b), (b, a)] {
+            if let Some(member) = hub.members.get_mut(&this) {
+                member.links.push(LinkEvent::Down(other));
+                let inbox = std::mem::take(&mut member.inbox);
+                member.inbox = inbox
+                    .into_iter()
+                    .filter(|Reverse(scheduled)| scheduled.from != other)
+                    .collect();
+            }
+        }
+    }
+
+    /// Opens a link [`MemoryNetwork::cut`] closed: both peers see it come up, as a new
+    /// connection.
+    pub fn heal(&self, a: PeerId, b: PeerId) {
+        let mut hub = self.hub();
+        if !hub.cut.remove(&pair(a, b)) {
+            return;
+        }
+        for (this, other) in [(a, b), (b, a)] {
+            hub.reliable_tail.remove(&(this, other));
+            if hub.members.contains_key(&other)
+                && let Some(member) = hub.members.get_mut(&this)
+            {
+                member.links.push(LinkEvent::Up(other));
+            }
+        }
     }
 
     /// Moves the clock forward. Packets are delivered once the clock has reached their time.

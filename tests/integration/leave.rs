@@ -146,8 +146,9 @@ fn world_entities_move_to_the_next_host_when_the_host_leaves() {
 }
 
 #[test]
-fn world_entities_move_to_a_new_lower_host_that_joins() {
-    // Peers join in id order only by chance: keep adding until one outranks the host.
+fn a_world_entity_spawned_before_the_room_settled_goes_to_the_host_it_settles_on() {
+    // Peers that meet before settling let the lowest id among them found the session. Ids are
+    // random: keep adding peers until one is lower than the first, whose entity moves to it.
     let mut sim = Sim::new(
         52,
         LinkConditioner {
@@ -172,7 +173,7 @@ fn world_entities_move_to_a_new_lower_host_that_joins() {
     let new_host = local_id(&sim.apps[newcomer]);
     sim.run_until(
         Duration::from_secs(2),
-        "the lower newcomer owns the world entity everywhere",
+        "the lower newcomer founded the session and owns the world entity everywhere",
         |sim| {
             sim.apps.iter_mut().all(|app| {
                 let mine = local_id(app);
@@ -185,8 +186,8 @@ fn world_entities_move_to_a_new_lower_host_that_joins() {
     );
 }
 
-/// What a game does when two hosts each made a world entity before they met: the host keeps
-/// one and despawns the other, possibly in the very frame it took it over.
+/// A game that despawns world entities the moment it owns them (as one might to drop a copy it
+/// does not want), possibly in the very frame it took them over.
 fn despawn_world_entities_as_soon_as_ours(
     mut commands: Commands,
     taken: Query<(Entity, Ref<Owner>), With<HostOwned>>,
@@ -209,37 +210,34 @@ fn a_world_entity_the_new_host_despawns_on_taking_it_over_is_gone_everywhere() {
             latency: Duration::from_millis(20),
             ..LinkConditioner::PERFECT
         },
-        2,
+        3,
         replicate_basics,
     );
     sim.connect_all();
-    sim.run_for(Duration::from_millis(100));
-    let host = (0..2)
-        .find(|&i| {
-            Some(local_id(&sim.apps[i])) == sim.apps[i].world().resource::<ConnectedPeers>().host()
-        })
-        .expect("one of the two is host");
-    sim.apps[host]
+    let host = sim.agreed_host().expect("the three agree on a host");
+    let host_index = index_of(&sim, host);
+    for (i, app) in sim.apps.iter_mut().enumerate() {
+        if i != host_index {
+            app.add_systems(Update, despawn_world_entities_as_soon_as_ours);
+        }
+    }
+    sim.apps[host_index]
         .world_mut()
         .spawn((Replicated, HostOwned, Health(5)));
     sim.run_until(
         Duration::from_secs(2),
-        "both peers hold the world entity",
+        "every peer holds the world entity",
         |sim| sim.apps.iter_mut().all(|app| held(app).len() == 1),
     );
-    let first = local_id(&sim.apps[host]);
-    // Joiners come until one outranks the host; only that one ever owns the entity.
-    loop {
-        let index = sim.join();
-        sim.apps[index].add_systems(Update, despawn_world_entities_as_soon_as_ours);
-        sim.connect_all();
-        if local_id(&sim.apps[index]) < first {
-            break;
-        }
-    }
+    // The host leaves: the next host takes the entity over and despawns it in that frame.
+    sim.apps[host_index]
+        .world_mut()
+        .resource_mut::<PeerSocket>()
+        .close();
+    let stayers: Vec<usize> = (0..3).filter(|i| *i != host_index).collect();
     sim.run_until(
         Duration::from_secs(3),
         "the new host took the world entity over and despawned it: no peer may keep a copy",
-        |sim| sim.apps.iter_mut().all(|app| held(app).is_empty()),
+        |sim| stayers.iter().all(|i| held(&mut sim.apps[*i]).is_empty()),
     );
 }

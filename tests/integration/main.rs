@@ -11,6 +11,7 @@ mod connection;
 mod convergence;
 mod demo_headless;
 mod entity_mapping;
+mod host_election;
 mod host_messages;
 mod hostile_signals;
 mod late_join;

@@ -68,14 +68,22 @@ pub fn local_id(app: &App) -> Option<PeerId> {
     app.world().resource::<ConnectedPeers>().local_id()
 }
 
-/// Connects `n` apps to one room and waits until each sees all the others.
+/// Connects `n` apps to one room and waits until each sees all the others and all agree on
+/// the host.
 pub fn connected_apps(url: &str, n: usize, setup: impl Fn(&mut App)) -> Vec<App> {
     let mut apps: Vec<App> = (0..n).map(|_| app(url, &setup)).collect();
     update_until(
         &mut apps,
         Duration::from_secs(30),
-        "every app sees every other as a Peer",
-        |apps| apps.iter_mut().all(|app| peers(app).len() == n - 1),
+        "every app sees every other as a Peer and all agree on the host",
+        |apps| {
+            let host = apps[0].world().resource::<ConnectedPeers>().host();
+            host.is_some()
+                && apps.iter_mut().all(|app| {
+                    peers(app).len() == n - 1
+                        && app.world().resource::<ConnectedPeers>().host() == host
+                })
+        },
     );
     apps
 }

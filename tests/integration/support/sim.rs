@@ -87,17 +87,31 @@ impl Sim {
         }
     }
 
+    /// Steps until every peer sees every other and all agree on the host (the room settled).
     pub fn connect_all(&mut self) {
         let n = self.apps.len();
         self.run_until(
             Duration::from_secs(10),
-            "every peer sees every other",
+            "every peer sees every other and all agree on the host",
             |sim| {
-                sim.apps
-                    .iter()
-                    .all(|app| app.world().resource::<ConnectedPeers>().len() == n - 1)
+                let first = sim.apps[0].world().resource::<ConnectedPeers>().host();
+                first.is_some()
+                    && sim.apps.iter().all(|app| {
+                        let peers = app.world().resource::<ConnectedPeers>();
+                        peers.len() == n - 1 && peers.host() == first
+                    })
             },
         );
+    }
+
+    /// The host every app agrees on, if they do.
+    pub fn agreed_host(&self) -> Option<PeerId> {
+        let first = self.apps[0].world().resource::<ConnectedPeers>().host();
+        self.apps
+            .iter()
+            .all(|app| app.world().resource::<ConnectedPeers>().host() == first)
+            .then_some(first)
+            .flatten()
     }
 }
 
