@@ -24,8 +24,9 @@ pub(crate) const KIND_HELLO: u16 = 0;
 pub(crate) const FIRST_APP_KIND: u16 = 16;
 
 const HELLO_MAGIC: &[u8; 4] = b"PSYN";
-/// Bumped whenever the framing or the library's own messages change incompatibly.
-pub(crate) const WIRE_VERSION: u16 = 1;
+/// Bumped whenever the framing or the library's own messages change incompatibly. 2: acks
+/// carry their delay, and unreliable packets may carry the sender's clock.
+pub(crate) const WIRE_VERSION: u16 = 2;
 /// How long a peer has to say hello once its link is up.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 

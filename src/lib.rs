@@ -37,8 +37,8 @@ pub use error::{InputError, SendError};
 pub use messages::{FromPeer, PeerMessage, PeerMessageAppExt, PeerMessageWriter, Target};
 pub use net::{
     ConnectedPeers, DisconnectReason, HostChanged, Peer, PeerConnected, PeerDisconnected,
-    PeerInputRejected, PeerRefused, PeerSocket, PeerStats, PeersyncSystems, SessionMerged,
-    SocketStateChanged,
+    PeerInputRejected, PeerRefused, PeerSocket, PeerStats, PeersyncDiagnostics, PeersyncSystems,
+    SessionMerged, SocketStateChanged,
 };
 pub use peer::PeerId;
 pub use plugin::{PeersyncPlugin, WEBRTC_LOG_FILTER};

@@ -6,6 +6,7 @@
 //! their kinds from [`KindQueues`] in [`PeersyncSystems::Receive`], queue what they send on
 //! [`NetEndpoint`] in [`PeersyncSystems::Send`], and report bad input with [`reject_input`].
 
+mod diagnostics;
 mod events;
 mod peers;
 mod queues;
@@ -17,6 +18,8 @@ use bevy::prelude::*;
 use bevy::time::Real;
 use tracing::{info, warn};
 
+pub use self::diagnostics::PeersyncDiagnostics;
+use self::diagnostics::{NetClock, NetNow, publish_diagnostics};
 pub use self::events::{
     DisconnectReason, HostChanged, PeerConnected, PeerDisconnected, PeerInputRejected, PeerRefused,
     SessionMerged, SocketStateChanged,
@@ -72,6 +75,7 @@ impl Plugin for NetPlugin {
             .init_resource::<KindQueues>()
             .init_resource::<ProtocolRegistry>()
             .init_resource::<NetMembership>()
+            .init_resource::<NetClock>()
             .insert_resource(NetEndpoint(Endpoint::new(self.session.clone(), 0)))
             .configure_sets(
                 PreUpdate,
@@ -89,6 +93,7 @@ impl Plugin for NetPlugin {
                     feed_endpoint,
                     publish_peers,
                     elect_host,
+                    publish_diagnostics,
                     announce_host,
                 )
                     .chain()
@@ -103,6 +108,7 @@ impl Plugin for NetPlugin {
         app.world_mut()
             .resource_mut::<KindQueues>()
             .register(KIND_MEMBERSHIP);
+        diagnostics::register(app);
         if let Some(socket) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
             app.insert_resource(socket);
         }
@@ -141,14 +147,14 @@ fn receive_packets(
 /// Feeds links and packets to the endpoint and queues the messages by kind for their
 /// decoders.
 fn feed_endpoint(
-    time: Res<Time<Real>>,
+    mut clock: NetNow,
     socket: Option<Res<PeerSocket>>,
     mut io: ResMut<TransportIo>,
     mut endpoint: ResMut<NetEndpoint>,
     mut queues: ResMut<KindQueues>,
     mut peers: ResMut<ConnectedPeers>,
 ) {
-    let now = time.elapsed();
+    let now = clock.now();
     let endpoint = &mut endpoint.0;
     if !socket.as_ref().is_some_and(|socket| socket.is_open()) {
         io.incoming.clear();
@@ -315,11 +321,12 @@ pub(crate) fn reject_input(world: &mut World, peer: PeerId, error: InputError) {
     world.trigger(PeerInputRejected { peer, error });
 }
 
-fn flush(time: Res<Time<Real>>, mut endpoint: ResMut<NetEndpoint>, mut io: ResMut<TransportIo>) {
+fn flush(mut clock: NetNow, mut endpoint: ResMut<NetEndpoint>, mut io: ResMut<TransportIo>) {
     let io = &mut *io;
+    let now = clock.now();
     endpoint
         .0
-        .flush(time.elapsed(), &mut |packet| io.outgoing.push(packet));
+        .flush(now, &mut |packet| io.outgoing.push(packet));
 }
 
 fn send_packets(socket: Option<ResMut<PeerSocket>>, mut io: ResMut<TransportIo>) {

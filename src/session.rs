@@ -4,17 +4,21 @@
 //! go out through a callback, so it is deterministic and can be driven by tests and fuzzers.
 //! Its reasons for dropping input are the packet-level [`InputError`]s.
 
+mod clock;
 mod frame;
 mod reliable;
+#[cfg(test)]
+mod timing_tests;
 mod unreliable;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 
+use self::clock::{ClockEstimator, Exchange, JitterEstimator};
 use self::reliable::{ReliableReceiver, ReliableSender};
 pub use self::unreliable::Delivery;
-use self::unreliable::{Received, UnreliableReceiver, UnreliableSender};
+use self::unreliable::{Arrival, Received, UnreliableReceiver, UnreliableSender};
 use crate::channel::Channel;
 use crate::error::{InputError, SendError};
 
@@ -77,7 +81,7 @@ impl Default for SessionConfig {
 impl SessionConfig {
     /// Largest body of one unreliable message: a packet minus its header and frame header.
     pub fn max_unreliable_message(&self) -> usize {
-        let header = 9; // flags, sequence number, ack, ack bits
+        let header = 11; // flags, sequence number, ack, ack bits, ack delay
         let frame = 1 + 2 + 2; // tag, kind, length (both varints of at most two bytes here)
         self.unreliable_packet_size.saturating_sub(header + frame)
     }
@@ -87,9 +91,17 @@ impl SessionConfig {
 /// game as [`PeerStats`](crate::PeerStats).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct LinkStats {
-    /// Smoothed round-trip time, from the acknowledgements of unreliable packets; `None` until
-    /// the first one.
+    /// Smoothed round-trip time, from the acknowledgements of unreliable packets, without the
+    /// time the peer held them before acking (its frame time); `None` until the first one.
     pub(crate) rtt: Option<Duration>,
+    /// How long the peer recently held our packets before its ack left (about its frame
+    /// time): an ack comes back about `rtt + ack_delay` after the packet left.
+    pub(crate) ack_delay: Duration,
+    /// Interarrival jitter of the peer's timestamped unreliable packets (RFC 3550); `None`
+    /// until two arrived.
+    pub(crate) jitter: Option<Duration>,
+    /// The peer's clock minus ours, in seconds; `None` until the first clock sample.
+    pub(crate) clock_offset: Option<f64>,
     /// Share of our unreliable packets that went unacknowledged, smoothed, 0.0 to 1.0.
     pub(crate) packet_loss: f32,
     /// Bytes per second we sent to this peer over the last second (both channels).
@@ -133,6 +145,8 @@ pub(crate) struct PeerSession {
     reliable_in: ReliableReceiver,
     unreliable_out: UnreliableSender,
     unreliable_in: UnreliableReceiver,
+    clock: ClockEstimator,
+    jitter: JitterEstimator,
     stats: StatsTracker,
 }
 
@@ -146,6 +160,8 @@ impl PeerSession {
             reliable_in: ReliableReceiver::default(),
             unreliable_out: UnreliableSender::default(),
             unreliable_in: UnreliableReceiver::default(),
+            clock: ClockEstimator::default(),
+            jitter: JitterEstimator::default(),
             stats: StatsTracker {
                 window_start: now,
                 ..Default::default()
@@ -190,7 +206,7 @@ impl PeerSession {
         Ok(())
     }
 
-    /// Reads one packet from the peer.
+    /// Reads one packet from the peer, which arrived at `now`.
     pub(crate) fn handle_packet(
         &mut self,
         now: Duration,
@@ -222,18 +238,39 @@ impl PeerSession {
             }
             Channel::Unreliable => {
                 match self.unreliable_in.handle_packet(
+                    now,
                     packet,
                     config.unreliable_packet_size,
                     &mut batch,
                 ) {
-                    Ok(Received::Fresh(Some(ack))) => self.unreliable_out.handle_ack(now, ack),
-                    Ok(Received::Fresh(None) | Received::Duplicate) => {}
+                    Ok(Received::Fresh(arrival)) => self.take_arrival(now, arrival),
+                    Ok(Received::Duplicate) => {}
                     Err(error) => errors.push(error),
                 }
             }
         }
         self.stats.stats.rejected += (errors.len() - errors_before) as u64;
         messages.extend(batch.into_iter().map(|(kind, body)| (channel, kind, body)));
+    }
+
+    /// Takes in a fresh unreliable packet's acks and clock: an ack of a packet still in flight
+    /// that comes with the peer's clock is one NTP-style exchange.
+    fn take_arrival(&mut self, now: Duration, arrival: Arrival) {
+        let sent = arrival.ack.and_then(|ack| {
+            let sent = self.unreliable_out.handle_ack(now, ack)?;
+            Some((sent, ack.delay()))
+        });
+        if let Some(answered) = arrival.time {
+            self.jitter.sample(answered, now);
+            if let Some((sent, held)) = sent {
+                self.clock.sample(Exchange {
+                    sent,
+                    held,
+                    answered,
+                    received: now,
+                });
+            }
+        }
     }
 
     /// Counts input dropped by a layer above (unknown kinds, bodies that fail to decode).
@@ -257,7 +294,7 @@ impl PeerSession {
                 emit(Channel::Reliable, packet);
             });
         self.unreliable_out.detect_losses(now);
-        let ack = self.unreliable_in.ack_header();
+        let ack = self.unreliable_in.ack_header(now);
         self.unreliable_out.flush(
             now,
             config.unreliable_packet_size,
@@ -298,6 +335,9 @@ impl PeerSession {
             self.stats.stats.packet_loss += (sample - self.stats.stats.packet_loss) / 32.0;
         }
         self.stats.stats.rtt = self.unreliable_out.rtt.smoothed();
+        self.stats.stats.ack_delay = self.unreliable_out.rtt.ack_delay();
+        self.stats.stats.jitter = self.jitter.jitter();
+        self.stats.stats.clock_offset = self.clock.offset();
         self.stats.roll(now);
     }
 
@@ -397,13 +437,22 @@ mod tests {
         let (messages, errors) = pump(&mut a, &mut b, Duration::ZERO);
         assert!(errors.is_empty());
         assert_eq!(messages.len(), 2);
+        // b acks in its next frame, 30 ms later, over an instant network: the round trip is
+        // the floor, not b's frame time.
         pump(&mut b, &mut a, Duration::from_millis(30));
         assert_eq!(
             a.drain_deliveries().collect::<Vec<_>>(),
             vec![(5, Delivery::Delivered)]
         );
         a.flush(Duration::from_millis(30), &config, &mut |_, _| {});
-        assert_eq!(a.stats().rtt, Some(Duration::from_millis(30)));
+        let stats = a.stats();
+        assert_eq!(stats.rtt, Some(Duration::from_micros(100)));
+        assert_eq!(stats.ack_delay, Duration::from_millis(30));
+        assert!(
+            stats.clock_offset.is_some_and(|offset| offset.abs() < 1e-6),
+            "b's ack carried its clock, equal to ours: {:?}",
+            stats.clock_offset
+        );
     }
 
     #[test]

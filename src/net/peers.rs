@@ -22,8 +22,24 @@ pub struct Peer {
 #[derive(Component, Debug, Clone, Copy, Default, PartialEq)]
 pub struct PeerStats {
     /// Smoothed round-trip time, from the acknowledgements of unreliable packets; `None` until
-    /// the first one.
+    /// the first one. The peer acks only once per frame, and each ack says how long it held
+    /// the packet: that wait is left out, so this is the network's part, which is what lag
+    /// compensation and interpolation need. Time a packet waits in either side's socket until
+    /// that app's next frame reads it is still in (it cannot be told from the network).
     pub rtt: Option<Duration>,
+    /// How much the arrival times of the peer's packets wobble: RFC 3550's interarrival jitter,
+    /// the smoothed change in transit time from one of its timestamped packets (about 20 a
+    /// second) to the next, as this app sees them (so its own frame rate adds to it). Size an
+    /// interpolation buffer from it; `None` until two arrived.
+    pub jitter: Option<Duration>,
+    /// The peer's clock minus ours, in seconds: add it to one of our times to get the peer's
+    /// time at that moment, subtract it from a peer's time to get ours. Clocks are each app's
+    /// `Time<Real>` elapsed time (so mostly the difference of the two start times); estimated
+    /// NTP-style from timestamped acks, from the samples with the shortest round trips, so
+    /// symmetric jitter averages out (an asymmetric route, slower one way, still biases it by
+    /// half the difference). `None` until the first sample. A plain `f64` because it is
+    /// signed and sub-millisecond: `Duration` can be neither negative nor that cheap to mix.
+    pub clock_offset: Option<f64>,
     /// Share of our unreliable packets that went unacknowledged, smoothed, 0.0 to 1.0.
     pub packet_loss: f32,
     /// Bytes per second we sent to this peer over the last second (both channels).
@@ -42,6 +58,8 @@ impl From<LinkStats> for PeerStats {
     fn from(link: LinkStats) -> Self {
         Self {
             rtt: link.rtt,
+            jitter: link.jitter,
+            clock_offset: link.clock_offset,
             packet_loss: link.packet_loss,
             sent_bytes_per_sec: link.sent_bytes_per_sec,
             received_bytes_per_sec: link.received_bytes_per_sec,

@@ -3,14 +3,26 @@
 //! ```text
 //! reliable packet   := frame+                       (at most reliable_packet_size)
 //! unreliable packet := header frame*                (at most unreliable_packet_size)
-//! header            := flags:u8 seq:u16 [ack:u16 ack_bits:u32 if flags & HAS_ACK]
+//! header            := flags:u8 seq:u16 [ack:u16 ack_bits:u32 ack_delay:u16 if flags & HAS_ACK]
 //! frame             := 0x01 kind:varint len:varint body          a whole message
 //!                    | 0x02 kind:varint total:varint len:varint body   first piece of a big one
 //!                    | 0x03 len:varint body                       next piece (reliable only)
 //!                    | 0x04                                        ping: asks for an ack
+//!                    | 0x05 time:varint                            sender's clock (unreliable only)
 //! ```
 //! Pieces of one message are always sent back to back on the ordered channel, so the receiver
 //! needs no piece numbers: it appends until `total` bytes have arrived.
+//!
+//! `ack_delay` is how long the packet `ack` waited at the receiver before this packet left, in
+//! units of 100 µs, rounded and saturating at 6.5535 s (as QUIC's ACK Delay): the peer acks
+//! only when its app next flushes, once a frame, and subtracting the wait keeps its frame time
+//! out of the round-trip time. `time` is the sender's clock (its `now`, microseconds) when the
+//! packet left; with the ack and its delay it gives one NTP-style clock sample (send and receive
+//! times on both sides). It rides only on a packet that carries a fresh ack, at most once per
+//! [`TIME_INTERVAL`](super::unreliable::TIME_INTERVAL) and only when the packet has room, so it
+//! costs about 5 bytes 20 times a second instead of on every packet. It never asks for an ack.
+
+use std::time::Duration;
 
 use crate::error::InputError;
 use crate::wire::{Reader, WireError, put_varint, varint_len};
@@ -19,6 +31,15 @@ pub(crate) const TAG_MESSAGE: u8 = 0x01;
 pub(crate) const TAG_FRAGMENT_BEGIN: u8 = 0x02;
 pub(crate) const TAG_FRAGMENT_MORE: u8 = 0x03;
 pub(crate) const TAG_PING: u8 = 0x04;
+pub(crate) const TAG_TIME: u8 = 0x05;
+
+/// Largest `time` a time frame may carry: 2^49 µs (17 years) fits seven varint bytes, which
+/// bounds the frame at eight.
+pub(crate) const MAX_TIME_MICROS: u64 = (1 << 49) - 1;
+
+/// The unit of `ack_delay`: fine enough for sub-millisecond round trips, coarse enough that two
+/// bytes hold the longest frame hitch worth measuring.
+const ACK_DELAY_UNIT_MICROS: u128 = 100;
 
 /// Largest message kind: kinds fit two varint bytes.
 pub(crate) const MAX_KIND: u16 = (1 << 14) - 1;
@@ -42,6 +63,8 @@ pub(crate) enum Frame<'a> {
         body: &'a [u8],
     },
     Ping,
+    /// The sender's clock when the packet left.
+    Time(Duration),
 }
 
 /// The acknowledgement part of an unreliable packet's header.
@@ -51,6 +74,22 @@ pub(crate) struct AckHeader {
     pub(crate) ack: u16,
     /// Bit `i` set: `ack - 1 - i` was received too.
     pub(crate) bits: u32,
+    /// How long `ack` waited at the receiver before this ack left, in units of 100 µs.
+    pub(crate) delay: u16,
+}
+
+impl AckHeader {
+    /// Encodes a wait, rounded to the unit and saturating, so a long hitch reads as the longest
+    /// wait rather than wrapping to a short one.
+    pub(crate) fn encode_delay(delay: Duration) -> u16 {
+        let units = (delay.as_micros() + ACK_DELAY_UNIT_MICROS / 2) / ACK_DELAY_UNIT_MICROS;
+        u16::try_from(units).unwrap_or(u16::MAX)
+    }
+
+    /// The wait this ack reports.
+    pub(crate) fn delay(&self) -> Duration {
+        Duration::from_micros(u64::from(self.delay) * ACK_DELAY_UNIT_MICROS as u64)
+    }
 }
 
 /// The header of an unreliable packet.
@@ -62,7 +101,7 @@ pub(crate) struct UnreliableHeader {
 
 impl UnreliableHeader {
     pub(crate) fn len(&self) -> usize {
-        if self.ack.is_some() { 9 } else { 3 }
+        if self.ack.is_some() { 11 } else { 3 }
     }
 
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
@@ -71,6 +110,7 @@ impl UnreliableHeader {
         if let Some(ack) = self.ack {
             out.extend_from_slice(&ack.ack.to_le_bytes());
             out.extend_from_slice(&ack.bits.to_le_bytes());
+            out.extend_from_slice(&ack.delay.to_le_bytes());
         }
     }
 
@@ -84,6 +124,7 @@ impl UnreliableHeader {
             Some(AckHeader {
                 ack: reader.u16()?,
                 bits: reader.u32()?,
+                delay: reader.u16()?,
             })
         } else {
             None
@@ -122,6 +163,20 @@ pub(crate) fn write_ping(out: &mut Vec<u8>) {
     out.push(TAG_PING);
 }
 
+/// Bytes a time frame takes.
+pub(crate) fn time_frame_len(time: Duration) -> usize {
+    1 + varint_len(time_micros(time))
+}
+
+pub(crate) fn write_time(out: &mut Vec<u8>, time: Duration) {
+    out.push(TAG_TIME);
+    put_varint(out, time_micros(time));
+}
+
+fn time_micros(time: Duration) -> u64 {
+    u64::try_from(time.as_micros()).map_or(MAX_TIME_MICROS, |us| us.min(MAX_TIME_MICROS))
+}
+
 /// Reads the next frame. `reliable` says which channel the packet came from: pieces of big
 /// messages are only valid on the ordered one.
 pub(crate) fn read_frame<'a>(
@@ -155,6 +210,10 @@ pub(crate) fn read_frame<'a>(
             Ok(Frame::FragmentMore { body })
         }
         TAG_PING if !reliable => Ok(Frame::Ping),
+        TAG_TIME if !reliable => {
+            let micros = reader.varint_max(MAX_TIME_MICROS, "time")?;
+            Ok(Frame::Time(Duration::from_micros(micros)))
+        }
         other => Err(FrameError::UnknownFrame(other)),
     }
 }
@@ -199,6 +258,7 @@ mod tests {
                 ack: Some(AckHeader {
                     ack: 3,
                     bits: 0xdead_beef,
+                    delay: 330,
                 }),
             },
         ] {
@@ -207,6 +267,40 @@ mod tests {
             assert_eq!(out.len(), header.len());
             assert_eq!(UnreliableHeader::read(&mut Reader::new(&out)), Ok(header));
         }
+    }
+
+    #[test]
+    fn ack_delays_round_to_the_unit_and_saturate() {
+        assert_eq!(AckHeader::encode_delay(Duration::from_micros(33_349)), 333);
+        assert_eq!(AckHeader::encode_delay(Duration::from_micros(33_350)), 334);
+        assert_eq!(
+            AckHeader::encode_delay(Duration::from_secs(60)),
+            u16::MAX,
+            "a minute-long hitch reads as the longest wait, not a wrapped short one"
+        );
+    }
+
+    #[test]
+    fn time_frames_round_trip_and_refuse_the_reliable_channel() {
+        for time in [Duration::ZERO, Duration::from_micros(1_234_567)] {
+            let mut out = Vec::new();
+            write_time(&mut out, time);
+            assert_eq!(out.len(), time_frame_len(time));
+            assert_eq!(
+                read_frame(&mut Reader::new(&out), false),
+                Ok(Frame::Time(time))
+            );
+            assert_eq!(
+                read_frame(&mut Reader::new(&out), true),
+                Err(FrameError::UnknownFrame(TAG_TIME))
+            );
+        }
+        let mut huge = vec![TAG_TIME];
+        put_varint(&mut huge, MAX_TIME_MICROS + 1);
+        assert!(
+            read_frame(&mut Reader::new(&huge), false).is_err(),
+            "a time beyond seven varint bytes is refused"
+        );
     }
 
     #[test]

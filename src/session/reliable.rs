@@ -185,7 +185,9 @@ impl ReliableReceiver {
                     }
                 }
             },
-            Frame::Ping => unreachable!("read_frame refuses pings on the reliable channel"),
+            Frame::Ping | Frame::Time(_) => {
+                unreachable!("read_frame refuses pings and time frames on the reliable channel")
+            }
         }
     }
 

@@ -6,6 +6,10 @@
 //! lets the layers above attach a token to a message and hear whether it was delivered or lost,
 //! which is how replication resends lost state without the reliable channel's head-of-line
 //! blocking.
+//!
+//! Each ack says how long the newest packet it acknowledges waited before the ack left (the
+//! peer acks once per frame), and the round trip is measured without that wait. Now and then a
+//! packet with an ack also carries the sender's clock, which gives the peer a clock sample.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -13,7 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::frame::{
-    AckHeader, Frame, UnreliableHeader, message_overhead, read_frame, write_message, write_ping,
+    AckHeader, Frame, UnreliableHeader, message_overhead, read_frame, time_frame_len,
+    write_message, write_ping, write_time,
 };
 use crate::error::InputError;
 use crate::wire::Reader;
@@ -22,6 +27,13 @@ use crate::wire::Reader;
 const WINDOW: u16 = 64;
 /// How many packets may wait for an ack before the oldest is given up as lost.
 const MAX_IN_FLIGHT: usize = 1024;
+/// Shortest time between two packets that carry our clock. Twenty clock samples a second keep
+/// the offset filter's window full of recent samples for about 5 bytes each, where a timestamp
+/// on every packet would cost those bytes 60 times a second or more in a busy game.
+pub(crate) const TIME_INTERVAL: Duration = Duration::from_millis(50);
+/// Lowest round-trip sample taken, whatever the peer says it held the packet: a peer that
+/// overstates its ack delay cannot push the figure to zero or below.
+const MIN_RTT_SAMPLE: Duration = Duration::from_micros(100);
 
 /// What became of a message sent with a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +56,8 @@ struct InFlight {
 pub(crate) struct RttEstimator {
     srtt: Option<Duration>,
     rttvar: Duration,
+    /// The longest recent ack delay the peer reported, decaying by 1/16 per ack.
+    ack_delay: Duration,
 }
 
 impl RttEstimator {
@@ -61,17 +75,30 @@ impl RttEstimator {
         }
     }
 
+    /// Notes how long the peer held a packet before acking it.
+    fn note_ack_delay(&mut self, delay: Duration) {
+        self.ack_delay = delay.max(self.ack_delay - self.ack_delay / 16);
+    }
+
     pub(crate) fn smoothed(&self) -> Option<Duration> {
         self.srtt
     }
 
-    /// How long to wait for an ack before calling a packet lost. The floor leaves room for the
-    /// peer's frame time: it acks in its next frame, not at once.
+    /// How long the peer recently held packets before acking them (it acks once per frame):
+    /// an ack takes about `rtt + ack_delay` to come back.
+    pub(crate) fn ack_delay(&self) -> Duration {
+        self.ack_delay
+    }
+
+    /// How long to wait for an ack before calling a packet lost: the round trip, the longest
+    /// recent wait for the peer's next frame (it acks then, not at once), and a margin.
     pub(crate) fn loss_timeout(&self) -> Duration {
         match self.srtt {
             None => Duration::from_millis(300),
             Some(srtt) => {
-                srtt + (self.rttvar * 4).max(Duration::from_millis(10)) + Duration::from_millis(20)
+                srtt + self.ack_delay
+                    + (self.rttvar * 4).max(Duration::from_millis(10))
+                    + Duration::from_millis(20)
             }
         }
     }
@@ -88,6 +115,10 @@ pub(crate) struct UnreliableSender {
     /// Packets whose fate is known, as (lost, total), since the stats last looked.
     pub(crate) resolved: (u32, u32),
     last_eliciting_send: Option<Duration>,
+    /// When our clock last went out in a time frame.
+    last_time_sent: Option<Duration>,
+    /// This flush should put our clock on a packet (one with an ack, that has room).
+    time_due: bool,
 }
 
 impl UnreliableSender {
@@ -104,9 +135,11 @@ impl UnreliableSender {
         !self.deliveries.is_empty()
     }
 
-    /// Takes in the acknowledgements of a packet from the other side.
-    pub(crate) fn handle_ack(&mut self, now: Duration, ack: AckHeader) {
-        let mut newest_sampled = false;
+    /// Takes in the acknowledgements of a packet from the other side. When they newly
+    /// acknowledge the newest packet they name, returns when that packet was sent, for a clock
+    /// sample.
+    pub(crate) fn handle_ack(&mut self, now: Duration, ack: AckHeader) -> Option<Duration> {
+        let mut newest_sent_at = None;
         let mut index = 0;
         while index < self.in_flight.len() {
             let seq = self.in_flight[index].seq;
@@ -115,9 +148,15 @@ impl UnreliableSender {
                 behind == 0 || (1..=32).contains(&behind) && ack.bits & (1 << (behind - 1)) != 0;
             if acked {
                 let packet = self.in_flight.remove(index).expect("index is in range");
-                if behind == 0 && !newest_sampled {
-                    newest_sampled = true;
-                    self.rtt.sample(now.saturating_sub(packet.sent_at));
+                if behind == 0 && newest_sent_at.is_none() {
+                    newest_sent_at = Some(packet.sent_at);
+                    // The peer held it until its next flush: that wait is its frame time, not
+                    // the network's, so it comes off (never below the floor: a peer that
+                    // overstates it only makes its own figure look better, never negative).
+                    let raw = now.saturating_sub(packet.sent_at);
+                    let held = ack.delay().min(raw);
+                    self.rtt.note_ack_delay(held);
+                    self.rtt.sample((raw - held).max(MIN_RTT_SAMPLE));
                 }
                 self.resolve(packet, Delivery::Delivered);
                 continue;
@@ -130,6 +169,7 @@ impl UnreliableSender {
             }
             index += 1;
         }
+        newest_sent_at
     }
 
     /// Calls packets lost that have waited longer than the loss timeout.
@@ -156,7 +196,9 @@ impl UnreliableSender {
 
     /// Packs queued messages into packets of at most `max_packet` bytes. When nothing is queued
     /// it still sends a bare packet if `ack` must reach the peer, or a ping if nothing that asks
-    /// for an ack went out for `heartbeat`, so round-trip and loss figures stay fresh.
+    /// for an ack went out for `heartbeat`, so round-trip and loss figures stay fresh. The
+    /// first packet with room carries our clock when a fresh ack goes out (`ack_pending`) and
+    /// none did for [`TIME_INTERVAL`].
     pub(crate) fn flush(
         &mut self,
         now: Duration,
@@ -171,10 +213,15 @@ impl UnreliableSender {
         let mut header_len = 0;
         let queue = std::mem::take(&mut self.queue);
         let mut sent_any = false;
+        self.time_due = ack.is_some()
+            && ack_pending
+            && self
+                .last_time_sent
+                .is_none_or(|last| now.saturating_sub(last) >= TIME_INTERVAL);
         for (kind, body, token) in queue {
             let frame = message_overhead(kind, body.len()) + body.len();
             if !packet.is_empty() && packet.len() + frame > max_packet {
-                self.finish(now, &mut packet, &mut tokens, emit);
+                self.finish(now, max_packet, &mut packet, &mut tokens, emit);
                 sent_any = true;
             }
             if packet.is_empty() {
@@ -187,7 +234,7 @@ impl UnreliableSender {
             tokens.extend(token);
         }
         if !packet.is_empty() {
-            self.finish(now, &mut packet, &mut tokens, emit);
+            self.finish(now, max_packet, &mut packet, &mut tokens, emit);
             sent_any = true;
         }
         if sent_any {
@@ -199,11 +246,21 @@ impl UnreliableSender {
         if heartbeat_due {
             self.next_header(ack).write(&mut packet);
             write_ping(&mut packet);
-            self.finish(now, &mut packet, &mut tokens, emit);
+            self.finish(now, max_packet, &mut packet, &mut tokens, emit);
         } else if ack_pending {
             // Carries only acks: the peer does not ack it back, or acks would ping-pong forever.
             self.next_header(ack).write(&mut packet);
+            self.stamp(now, max_packet, &mut packet);
             emit(Bytes::from(packet));
+        }
+    }
+
+    /// Adds our clock to the packet if it is due and fits.
+    fn stamp(&mut self, now: Duration, max_packet: usize, packet: &mut Vec<u8>) {
+        if self.time_due && packet.len() + time_frame_len(now) <= max_packet {
+            write_time(packet, now);
+            self.time_due = false;
+            self.last_time_sent = Some(now);
         }
     }
 
@@ -216,10 +273,12 @@ impl UnreliableSender {
     fn finish(
         &mut self,
         now: Duration,
+        max_packet: usize,
         packet: &mut Vec<u8>,
         tokens: &mut Vec<u64>,
         emit: &mut impl FnMut(Bytes),
     ) {
+        self.stamp(now, max_packet, packet);
         let packet = std::mem::take(packet);
         let seq = u16::from_le_bytes([packet[1], packet[2]]);
         self.in_flight.push_back(InFlight {
@@ -236,32 +295,47 @@ impl UnreliableSender {
 #[derive(Debug, Default)]
 pub(crate) struct UnreliableReceiver {
     latest: Option<u16>,
+    /// When `latest` arrived: the ack delay counts from here.
+    latest_at: Duration,
     /// Bit `i` set: `latest - 1 - i` has been received.
     window: u64,
     /// A packet that asks for an ack arrived since we last sent one.
     pub(crate) ack_pending: bool,
 }
 
+/// What a fresh packet brought besides its messages.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Arrival {
+    /// Its acks for our sender.
+    pub(crate) ack: Option<AckHeader>,
+    /// The peer's clock when it left.
+    pub(crate) time: Option<Duration>,
+}
+
 /// What reading an unreliable packet produced.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Received {
-    /// A fresh packet: its acks for our sender, if any.
-    Fresh(Option<AckHeader>),
+    /// A fresh packet: its acks and clock, if any.
+    Fresh(Arrival),
     /// Seen before, or too old to tell: dropped without error.
     Duplicate,
 }
 
 impl UnreliableReceiver {
-    pub(crate) fn ack_header(&self) -> Option<AckHeader> {
+    /// The acks to send at `now`, with how long the newest one has waited.
+    pub(crate) fn ack_header(&self, now: Duration) -> Option<AckHeader> {
         self.latest.map(|ack| AckHeader {
             ack,
             bits: self.window as u32,
+            delay: AckHeader::encode_delay(now.saturating_sub(self.latest_at)),
         })
     }
 
-    /// Reads one packet, pushing its messages. A packet that cannot be parsed whole is dropped.
+    /// Reads one packet that arrived at `now`, pushing its messages. A packet that cannot be
+    /// parsed whole is dropped.
     pub(crate) fn handle_packet(
         &mut self,
+        now: Duration,
         packet: &Bytes,
         max_packet: usize,
         messages: &mut Vec<(u16, Bytes)>,
@@ -276,6 +350,7 @@ impl UnreliableReceiver {
         let header = UnreliableHeader::read(&mut reader)?;
         let start = messages.len();
         let mut eliciting = false;
+        let mut time = None;
         while !reader.is_empty() {
             match read_frame(&mut reader, false) {
                 Ok(Frame::Message { kind, body }) => {
@@ -283,6 +358,7 @@ impl UnreliableReceiver {
                     messages.push((kind, packet.slice_ref(body)));
                 }
                 Ok(Frame::Ping) => eliciting = true,
+                Ok(Frame::Time(sent)) => time = Some(sent),
                 Ok(Frame::FragmentBegin { .. } | Frame::FragmentMore { .. }) => {
                     unreachable!("read_frame refuses pieces on the unreliable channel")
                 }
@@ -292,12 +368,19 @@ impl UnreliableReceiver {
                 }
             }
         }
+        let latest = self.latest;
         if !self.record(header.seq) {
             messages.truncate(start);
             return Ok(Received::Duplicate);
         }
+        if self.latest != latest {
+            self.latest_at = now;
+        }
         self.ack_pending |= eliciting;
-        Ok(Received::Fresh(header.ack))
+        Ok(Received::Fresh(Arrival {
+            ack: header.ack,
+            time,
+        }))
     }
 
     /// Notes `seq` as received; false if it was already, or is too old to know.
@@ -331,170 +414,4 @@ impl UnreliableReceiver {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MAX: usize = 1160;
-    const MS: Duration = Duration::from_millis(1);
-    const HEARTBEAT: Duration = Duration::from_millis(250);
-
-    fn flush(
-        sender: &mut UnreliableSender,
-        now: Duration,
-        ack: Option<AckHeader>,
-        pending: bool,
-    ) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        sender.flush(now, MAX, ack, pending, HEARTBEAT, &mut |p| out.push(p));
-        out
-    }
-
-    #[test]
-    fn messages_are_packed_into_packets_under_the_limit() {
-        let mut sender = UnreliableSender::default();
-        for i in 0..10u8 {
-            sender.push(16, Bytes::from(vec![i; 500]), None);
-        }
-        let packets = flush(&mut sender, Duration::ZERO, None, false);
-        assert_eq!(
-            packets.len(),
-            5,
-            "two 500-byte messages per 1160-byte packet"
-        );
-        assert!(packets.iter().all(|p| p.len() <= MAX));
-        let mut receiver = UnreliableReceiver::default();
-        let mut messages = Vec::new();
-        for packet in &packets {
-            receiver.handle_packet(packet, MAX, &mut messages).unwrap();
-        }
-        assert_eq!(messages.len(), 10);
-        assert!(receiver.ack_pending);
-    }
-
-    #[test]
-    fn duplicates_and_stale_packets_are_dropped() {
-        let mut sender = UnreliableSender::default();
-        let mut receiver = UnreliableReceiver::default();
-        let mut packets = Vec::new();
-        for i in 0..100u8 {
-            sender.push(16, Bytes::from(vec![i]), None);
-            packets.extend(flush(&mut sender, Duration::ZERO, None, false));
-        }
-        let mut messages = Vec::new();
-        assert_eq!(
-            receiver.handle_packet(&packets[99], MAX, &mut messages),
-            Ok(Received::Fresh(None))
-        );
-        assert_eq!(
-            receiver.handle_packet(&packets[99], MAX, &mut messages),
-            Ok(Received::Duplicate)
-        );
-        assert_eq!(
-            receiver.handle_packet(&packets[98], MAX, &mut messages),
-            Ok(Received::Fresh(None)),
-            "a reordered packet inside the window is taken"
-        );
-        assert_eq!(
-            receiver.handle_packet(&packets[98], MAX, &mut messages),
-            Ok(Received::Duplicate)
-        );
-        assert_eq!(
-            receiver.handle_packet(&packets[0], MAX, &mut messages),
-            Ok(Received::Duplicate),
-            "a packet 99 behind is too old to tell from a duplicate"
-        );
-        assert_eq!(messages.len(), 2);
-    }
-
-    #[test]
-    fn acks_deliver_tokens_and_measure_rtt() {
-        let mut a = UnreliableSender::default();
-        let mut b = UnreliableReceiver::default();
-        a.push(16, Bytes::from_static(b"x"), Some(1));
-        let packet = flush(&mut a, Duration::ZERO, None, false).remove(0);
-        b.handle_packet(&packet, MAX, &mut Vec::new()).unwrap();
-        a.handle_ack(40 * MS, b.ack_header().unwrap());
-        assert_eq!(
-            a.drain_deliveries().collect::<Vec<_>>(),
-            vec![(1, Delivery::Delivered)]
-        );
-        assert_eq!(a.rtt.smoothed(), Some(40 * MS));
-    }
-
-    #[test]
-    fn unacked_packets_are_lost_after_the_timeout() {
-        let mut a = UnreliableSender::default();
-        a.push(16, Bytes::from_static(b"x"), Some(7));
-        flush(&mut a, Duration::ZERO, None, false);
-        a.detect_losses(100 * MS);
-        assert!(!a.has_deliveries(), "too early to call it lost");
-        a.detect_losses(400 * MS);
-        assert_eq!(
-            a.drain_deliveries().collect::<Vec<_>>(),
-            vec![(7, Delivery::Lost)]
-        );
-    }
-
-    #[test]
-    fn a_packet_that_falls_out_of_the_ack_window_is_lost() {
-        let mut a = UnreliableSender::default();
-        let mut b = UnreliableReceiver::default();
-        for token in 0..40 {
-            a.push(16, Bytes::from_static(b"x"), Some(token));
-            let packet = flush(&mut a, Duration::ZERO, None, false).remove(0);
-            if token != 0 {
-                b.handle_packet(&packet, MAX, &mut Vec::new()).unwrap();
-            }
-        }
-        a.handle_ack(MS, b.ack_header().unwrap());
-        let deliveries: Vec<_> = a.drain_deliveries().collect();
-        assert!(deliveries.contains(&(0, Delivery::Lost)));
-        assert_eq!(
-            deliveries
-                .iter()
-                .filter(|(_, d)| *d == Delivery::Delivered)
-                .count(),
-            33
-        );
-    }
-
-    #[test]
-    fn ack_only_packets_do_not_ask_for_acks() {
-        let mut a = UnreliableSender::default();
-        let mut b = UnreliableReceiver::default();
-        // First flush with nothing queued sends a ping (nothing asked for an ack yet).
-        let ping = flush(&mut a, Duration::ZERO, None, false).remove(0);
-        b.handle_packet(&ping, MAX, &mut Vec::new()).unwrap();
-        assert!(b.ack_pending, "a ping asks for an ack");
-        let ack_only = flush(&mut a, MS, Some(AckHeader { ack: 0, bits: 0 }), true).remove(0);
-        let mut c = UnreliableReceiver::default();
-        c.handle_packet(&ack_only, MAX, &mut Vec::new()).unwrap();
-        assert!(!c.ack_pending, "a bare ack packet is not acked back");
-        assert!(
-            flush(&mut a, 2 * MS, None, false).is_empty(),
-            "nothing to say, no packet"
-        );
-    }
-
-    #[test]
-    fn sequence_numbers_wrap() {
-        let mut sender = UnreliableSender {
-            next_seq: u16::MAX - 2,
-            ..Default::default()
-        };
-        let mut receiver = UnreliableReceiver::default();
-        let mut messages = Vec::new();
-        for _ in 0..6 {
-            sender.push(16, Bytes::from_static(b"x"), None);
-            for packet in flush(&mut sender, Duration::ZERO, None, false) {
-                assert!(matches!(
-                    receiver.handle_packet(&packet, MAX, &mut messages),
-                    Ok(Received::Fresh(_))
-                ));
-            }
-        }
-        assert_eq!(messages.len(), 6);
-        assert_eq!(receiver.ack_header().unwrap().ack, 2);
-        assert_eq!(receiver.ack_header().unwrap().bits & 0b11111, 0b11111);
-    }
-}
+mod tests;

@@ -20,6 +20,7 @@ mod liveness;
 mod messages;
 mod net_entities;
 mod net_sim;
+mod network_figures;
 mod protocol_mismatch;
 mod replication_webrtc;
 mod spawn_despawn;

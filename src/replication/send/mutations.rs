@@ -203,12 +203,14 @@ impl MutationTick<'_> {
 
     /// Values `peer` has not acknowledged within the resend interval, encoded as they are now.
     fn resends(&self, peer: PeerId, stream: &mut PeerStream, max: usize) -> Vec<Resend> {
-        let rtt = self
+        // An ack comes back a round trip plus the time the peer holds it for its next frame
+        // (the round-trip figure leaves that out).
+        let ack_time = self
             .endpoint
             .stats(peer)
-            .and_then(|stats| stats.rtt)
+            .and_then(|stats| Some(stats.rtt? + stats.ack_delay))
             .unwrap_or(Duration::from_millis(100));
-        let interval = (rtt / 2)
+        let interval = (ack_time / 2)
             .max(self.tick_period * 2)
             .max(Duration::from_millis(20));
         let mut resends = Vec::new();
