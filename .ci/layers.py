@@ -20,7 +20,7 @@ MAX_LINES = 600
 # each other as long as there is no cycle). Messages and replication share a level: neither
 # uses the other.
 LEVELS = {
-    "channel": 0, "peer": 0, "error": 0, "wire": 0, "rng": 0, "protocol": 0, "platform": 0,
+    "channel": 0, "peer": 0, "error": 0, "wire": 0, "rng": 0, "protocol": 0, "platform": 0, "identity": 0,
     "transport": 1,
     "session": 2,
     "endpoint": 3, "membership": 3,

@@ -13,20 +13,22 @@ use bytes::Bytes;
 
 use crate::channel::Channel;
 use crate::error::{InputError, SendError};
+use crate::identity::{PlayerId, PlayerIdentity};
 use crate::peer::PeerId;
 use crate::session::{Delivery, LinkStats, PeerSession, SessionConfig};
 use crate::transport::{LinkEvent, Packet};
-use crate::wire::Reader;
+
+mod hello;
+
+use self::hello::{check_hello, encode_hello};
 
 /// Kind of the handshake message.
 pub(crate) const KIND_HELLO: u16 = 0;
 /// Kinds below this are the library's own (handshake, replication).
 pub(crate) const FIRST_APP_KIND: u16 = 16;
 
-const HELLO_MAGIC: &[u8; 4] = b"PSYN";
-/// Bumped whenever the framing or the library's own messages change incompatibly. 2: acks
-/// carry their delay, and unreliable packets may carry the sender's clock.
-pub(crate) const WIRE_VERSION: u16 = 2;
+/// Kind of the goodbye a peer sends when it leaves on purpose (empty body).
+pub(crate) const KIND_GOODBYE: u16 = 4;
 /// How long a peer has to say hello once its link is up.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,6 +57,13 @@ pub(crate) enum Disconnect {
     Silent(Duration),
     /// This side stalled for longer than the timeout, or its socket closed.
     Local,
+    /// The peer said goodbye: it left on purpose.
+    Goodbye,
+    /// This side left the room on purpose (its socket closed).
+    Closed,
+    /// The same player connected again on a new link (it rejoined the room): this link is
+    /// stale.
+    Replaced,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -64,9 +73,9 @@ enum HandshakeState {
     },
     Verified,
     Refused,
-    /// Dropped for silence while the transport still holds the link: what it sends is
-    /// ignored (and counted) until the link goes down.
-    TimedOut,
+    /// Dropped (for silence, a goodbye, or a newer link of the same player) while the transport
+    /// still holds the link: what it sends is ignored (and counted) until the link goes down.
+    Dropped,
 }
 
 #[derive(Debug)]
@@ -74,8 +83,10 @@ struct Link {
     session: PeerSession,
     state: HandshakeState,
     last_heard: Duration,
-    /// Packets that arrived after the peer was dropped for silence.
+    /// Packets that arrived after the peer was dropped.
     ignored: u64,
+    /// The player its hello proved.
+    player: Option<PlayerId>,
 }
 
 /// A message from a verified peer.
@@ -92,6 +103,9 @@ pub(crate) struct Received {
 pub(crate) struct Endpoint {
     pub(crate) config: SessionConfig,
     protocol_hash: u64,
+    identity: PlayerIdentity,
+    /// Our id in the room, which our hellos are bound to.
+    local: Option<PeerId>,
     links: BTreeMap<PeerId, Link>,
     events: Vec<EndpointEvent>,
     scratch: Vec<(Channel, u16, Bytes)>,
@@ -100,44 +114,13 @@ pub(crate) struct Endpoint {
     last_flush: Option<Duration>,
 }
 
-pub(crate) fn encode_hello(protocol_hash: u64) -> Bytes {
-    let mut body = Vec::with_capacity(14);
-    body.extend_from_slice(HELLO_MAGIC);
-    body.extend_from_slice(&WIRE_VERSION.to_le_bytes());
-    body.extend_from_slice(&protocol_hash.to_le_bytes());
-    Bytes::from(body)
-}
-
-/// Checks a peer's hello against ours; the error is the reason to refuse it.
-pub(crate) fn check_hello(body: &[u8], protocol_hash: u64) -> Result<(), String> {
-    let mut reader = Reader::new(body);
-    let magic = reader
-        .array::<4>()
-        .map_err(|_| "hello too short".to_owned())?;
-    if &magic != HELLO_MAGIC {
-        return Err("not a bevy_peersync peer".to_owned());
-    }
-    let version = reader.u16().map_err(|_| "hello too short".to_owned())?;
-    if version != WIRE_VERSION {
-        return Err(format!(
-            "wire version mismatch: the peer speaks version {version}, we speak {WIRE_VERSION}"
-        ));
-    }
-    let theirs = reader.u64().map_err(|_| "hello too short".to_owned())?;
-    if theirs != protocol_hash {
-        return Err(format!(
-            "protocol mismatch: the peer's build registered other messages or components \
-             (protocol {theirs:016x}, ours {protocol_hash:016x})"
-        ));
-    }
-    Ok(())
-}
-
 impl Endpoint {
-    pub(crate) fn new(config: SessionConfig, protocol_hash: u64) -> Self {
+    pub(crate) fn new(config: SessionConfig, protocol_hash: u64, identity: PlayerIdentity) -> Self {
         Self {
             config,
             protocol_hash,
+            identity,
+            local: None,
             links: BTreeMap::new(),
             events: Vec::new(),
             scratch: Vec::new(),
@@ -148,6 +131,32 @@ impl Endpoint {
 
     pub(crate) fn set_protocol_hash(&mut self, hash: u64) {
         self.protocol_hash = hash;
+    }
+
+    /// Our id in the room: hellos are signed for the link between it and the peer.
+    pub(crate) fn set_local(&mut self, local: Option<PeerId>) {
+        self.local = local;
+    }
+
+    /// The player a verified peer proved to be.
+    pub(crate) fn player_of(&self, peer: PeerId) -> Option<PlayerId> {
+        self.links.get(&peer).and_then(|link| link.player)
+    }
+
+    /// Tells every verified peer we are leaving on purpose, so that it drops us at once instead
+    /// of keeping our entities for a resume.
+    pub(crate) fn goodbye_all(&mut self) {
+        for link in self.links.values_mut() {
+            if link.state == HandshakeState::Verified {
+                let _ = link.session.send(
+                    &self.config,
+                    Channel::Reliable,
+                    KIND_GOODBYE,
+                    Bytes::new(),
+                    None,
+                );
+            }
+        }
     }
 
     pub(crate) fn handle_link(&mut self, now: Duration, event: LinkEvent) {
@@ -162,7 +171,12 @@ impl Endpoint {
                         &self.config,
                         Channel::Reliable,
                         KIND_HELLO,
-                        encode_hello(self.protocol_hash),
+                        encode_hello(
+                            self.protocol_hash,
+                            &self.identity,
+                            self.local.unwrap_or(PeerId(0)),
+                            peer,
+                        ),
                         None,
                     )
                     .expect("a hello is far below every limit");
@@ -173,6 +187,7 @@ impl Endpoint {
                         state: HandshakeState::AwaitingHello { since: now },
                         last_heard: now,
                         ignored: 0,
+                        player: None,
                     },
                 );
             }
@@ -189,11 +204,11 @@ impl Endpoint {
         }
     }
 
-    /// Forgets every peer, as when the socket closes.
-    pub(crate) fn disconnect_all(&mut self) {
+    /// Forgets every peer, as when the socket closes (`Closed`) or fails (`Local`).
+    pub(crate) fn disconnect_all(&mut self, reason: Disconnect) {
         let peers: Vec<_> = self.links.keys().copied().collect();
         for peer in peers {
-            self.remove(peer, Disconnect::Local);
+            self.remove(peer, reason);
         }
     }
 
@@ -226,7 +241,7 @@ impl Endpoint {
             } else {
                 continue;
             };
-            link.state = HandshakeState::TimedOut;
+            link.state = HandshakeState::Dropped;
             any_dropped = true;
             self.events.push(EndpointEvent::Disconnected {
                 peer: *peer,
@@ -250,10 +265,10 @@ impl Endpoint {
         };
         match link.state {
             HandshakeState::Refused => return,
-            HandshakeState::TimedOut => {
+            HandshakeState::Dropped => {
                 if link.ignored == 0 {
                     tracing::info!(
-                        "ignoring what {} sends: it was dropped for silence and must rejoin",
+                        "ignoring what {} sends: it was dropped and must rejoin",
                         packet.peer
                     );
                 }
@@ -279,12 +294,16 @@ impl Endpoint {
         for error in self.errors.drain(..) {
             self.events.push(EndpointEvent::Rejected { peer, error });
         }
+        let mut verified = None;
         for (channel, kind, body) in self.scratch.drain(..) {
             match (&link.state, kind) {
                 (HandshakeState::AwaitingHello { .. }, KIND_HELLO) => {
-                    match check_hello(&body, self.protocol_hash) {
-                        Ok(()) => {
+                    let local = self.local.unwrap_or(PeerId(0));
+                    match check_hello(&body, self.protocol_hash, peer, local) {
+                        Ok(hello) => {
                             link.state = HandshakeState::Verified;
+                            link.player = Some(hello.player);
+                            verified = Some((hello.player, self.events.len()));
                             self.events.push(EndpointEvent::Connected(peer));
                         }
                         Err(reason) => {
@@ -302,6 +321,14 @@ impl Endpoint {
                     });
                     return;
                 }
+                (HandshakeState::Verified, KIND_GOODBYE) => {
+                    link.state = HandshakeState::Dropped;
+                    self.events.push(EndpointEvent::Disconnected {
+                        peer,
+                        reason: Disconnect::Goodbye,
+                    });
+                    break;
+                }
                 (HandshakeState::Verified, KIND_HELLO) => {
                     link.session.count_rejected();
                     self.events.push(EndpointEvent::Rejected {
@@ -315,7 +342,31 @@ impl Endpoint {
                     kind,
                     body,
                 }),
-                (HandshakeState::Refused | HandshakeState::TimedOut, _) => return,
+                (HandshakeState::Refused | HandshakeState::Dropped, _) => return,
+            }
+        }
+        if let Some((player, at)) = verified {
+            self.replace_older_links(peer, player, at);
+        }
+    }
+
+    /// A player proved itself on a new link: any other verified link of the same player is
+    /// stale (it rejoined the room under a new id), and is dropped before the new one is
+    /// reported, so the layers above can hand the old link's state to the new one.
+    fn replace_older_links(&mut self, newer: PeerId, player: PlayerId, at: usize) {
+        for (peer, link) in &mut self.links {
+            if *peer != newer
+                && link.state == HandshakeState::Verified
+                && link.player == Some(player)
+            {
+                link.state = HandshakeState::Dropped;
+                self.events.insert(
+                    at,
+                    EndpointEvent::Disconnected {
+                        peer: *peer,
+                        reason: Disconnect::Replaced,
+                    },
+                );
             }
         }
     }
@@ -379,7 +430,7 @@ impl Endpoint {
                     link.session.flush_reliable(&self.config, &mut emit)
                 }
                 // It dropped us or will soon: anything more would only be ignored.
-                HandshakeState::TimedOut => {}
+                HandshakeState::Dropped => {}
             }
         }
     }
@@ -400,6 +451,15 @@ impl Endpoint {
     /// How much input from `peer` was dropped so far (1 if it is not connected, for logging).
     pub(crate) fn rejected_count(&self, peer: PeerId) -> u64 {
         self.stats(peer).map_or(1, |stats| stats.rejected)
+    }
+
+    /// The longest smoothed round trip to a verified peer, if any is measured.
+    pub(crate) fn longest_rtt(&self) -> Option<Duration> {
+        self.links
+            .values()
+            .filter(|link| link.state == HandshakeState::Verified)
+            .filter_map(|link| link.session.stats().rtt)
+            .max()
     }
 
     pub(crate) fn stats(&self, peer: PeerId) -> Option<LinkStats> {

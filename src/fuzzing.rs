@@ -219,9 +219,15 @@ pub fn receive(data: &[u8]) -> Outcome {
         .into_iter()
         .find(|peer| *peer != me)
         .expect("two peers joined");
+    let mut endpoint = Endpoint::new(
+        SessionConfig::default(),
+        hash,
+        crate::identity::PlayerIdentity::from_secret([0xa5; 32]),
+    );
+    endpoint.set_local(Some(me));
     let mut attacker = Attacker {
         transport,
-        endpoint: Endpoint::new(SessionConfig::default(), hash),
+        endpoint,
         io: TransportIo::default(),
         received: Vec::new(),
     };

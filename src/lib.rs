@@ -5,6 +5,7 @@
 // (which never use each other), and the plugin that wires them. See ARCHITECTURE.md.
 mod channel;
 mod error;
+mod identity;
 mod peer;
 mod platform;
 mod protocol;
@@ -34,11 +35,12 @@ use replication::{HandToHostOnLeave, HostOwned, Owner};
 
 pub use channel::Channel;
 pub use error::{InputError, SendError};
+pub use identity::{PlayerId, PlayerIdentity};
 pub use messages::{FromPeer, PeerMessage, PeerMessageAppExt, PeerMessageWriter, Target};
 pub use net::{
     ConnectedPeers, DisconnectReason, HostChanged, Peer, PeerConnected, PeerDisconnected,
-    PeerInputRejected, PeerRefused, PeerSocket, PeerStats, PeersyncDiagnostics, PeersyncSystems,
-    SessionMerged, SocketStateChanged,
+    PeerInputRejected, PeerRefused, PeerResumed, PeerSocket, PeerStats, PeersyncDiagnostics,
+    PeersyncSystems, SessionMerged, SocketStateChanged,
 };
 pub use peer::PeerId;
 pub use plugin::{PeersyncPlugin, WEBRTC_LOG_FILTER};
@@ -51,13 +53,13 @@ pub use wire::WireError;
 /// The usual imports.
 pub mod prelude {
     pub use crate::replication::{
-        HandToHostOnLeave, HostOwned, NetId, Owner, Replicated, ReplicationAppExt,
+        HandToHostOnLeave, HostOwned, NetId, Owner, Replicated, ReplicationAppExt, Suspended,
         TransferOwnershipExt, TransformCodec,
     };
     pub use crate::{
         Channel, ConnectedPeers, DisconnectReason, FromPeer, HostChanged, MatchboxConfig, Peer,
         PeerConnected, PeerDisconnected, PeerId, PeerInputRejected, PeerMessageAppExt,
-        PeerMessageWriter, PeerRefused, PeerSocket, PeerStats, PeersyncPlugin, PeersyncSystems,
-        SessionMerged, SocketState, SocketStateChanged, Target,
+        PeerMessageWriter, PeerRefused, PeerResumed, PeerSocket, PeerStats, PeersyncPlugin,
+        PeersyncSystems, PlayerId, SessionMerged, SocketState, SocketStateChanged, Target,
     };
 }

@@ -6,6 +6,7 @@
 //! their kinds from [`KindQueues`] in [`PeersyncSystems::Receive`], queue what they send on
 //! [`NetEndpoint`] in [`PeersyncSystems::Send`], and report bad input with [`reject_input`].
 
+mod continuity;
 mod diagnostics;
 mod events;
 mod peers;
@@ -13,6 +14,7 @@ mod queues;
 mod socket;
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy::time::Real;
@@ -22,7 +24,7 @@ pub use self::diagnostics::PeersyncDiagnostics;
 use self::diagnostics::{NetClock, NetNow, publish_diagnostics};
 pub use self::events::{
     DisconnectReason, HostChanged, PeerConnected, PeerDisconnected, PeerInputRejected, PeerRefused,
-    SessionMerged, SocketStateChanged,
+    PeerResumed, SessionMerged, SocketStateChanged,
 };
 pub use self::peers::{ConnectedPeers, Peer, PeerStats};
 pub(crate) use self::queues::KindQueues;
@@ -30,6 +32,7 @@ pub use self::socket::PeerSocket;
 use crate::channel::Channel;
 use crate::endpoint::{Disconnect, Endpoint, EndpointEvent};
 use crate::error::InputError;
+use crate::identity::PlayerIdentity;
 use crate::membership::{KIND_MEMBERSHIP, Membership, MembershipEvent};
 use crate::peer::PeerId;
 use crate::protocol::ProtocolRegistry;
@@ -64,6 +67,8 @@ pub(crate) struct NetMembership(Membership);
 /// Sets up the net layer; added by [`PeersyncPlugin`](crate::PeersyncPlugin).
 pub(crate) struct NetPlugin {
     pub(crate) session: SessionConfig,
+    /// Who this app plays as.
+    pub(crate) identity: PlayerIdentity,
     /// The socket to start with, taken when the plugin is built.
     pub(crate) socket: Mutex<Option<PeerSocket>>,
 }
@@ -76,7 +81,11 @@ impl Plugin for NetPlugin {
             .init_resource::<ProtocolRegistry>()
             .init_resource::<NetMembership>()
             .init_resource::<NetClock>()
-            .insert_resource(NetEndpoint(Endpoint::new(self.session.clone(), 0)))
+            .insert_resource(NetEndpoint(Endpoint::new(
+                self.session.clone(),
+                0,
+                self.identity.clone(),
+            )))
             .configure_sets(
                 PreUpdate,
                 (PeersyncSystems::ReceivePackets, PeersyncSystems::Receive).chain(),
@@ -108,6 +117,9 @@ impl Plugin for NetPlugin {
         app.world_mut()
             .resource_mut::<KindQueues>()
             .register(KIND_MEMBERSHIP);
+        app.world_mut()
+            .resource_mut::<ConnectedPeers>()
+            .set_local_player(self.identity.player());
         diagnostics::register(app);
         if let Some(socket) = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take() {
             app.insert_resource(socket);
@@ -156,10 +168,19 @@ fn feed_endpoint(
 ) {
     let now = clock.now();
     let endpoint = &mut endpoint.0;
+    endpoint.set_local(socket.as_ref().and_then(|socket| socket.local_id()));
     if !socket.as_ref().is_some_and(|socket| socket.is_open()) {
         io.incoming.clear();
         io.links.clear();
-        endpoint.disconnect_all();
+        // Left on purpose: nobody will come back to us. Failed: we rejoin, and they may.
+        let closed = socket
+            .as_ref()
+            .is_none_or(|socket| *socket.state() == SocketState::Closed);
+        endpoint.disconnect_all(if closed {
+            Disconnect::Closed
+        } else {
+            Disconnect::Local
+        });
         peers.set_local(None);
     }
     for link in io.links.drain(..) {
@@ -179,40 +200,70 @@ fn feed_endpoint(
 /// Turns the endpoint's events into peer entities and observer events, and refreshes each
 /// peer's [`PeerStats`].
 fn publish_peers(
+    time: Res<Time<Real>>,
     socket: Option<ResMut<PeerSocket>>,
     mut endpoint: ResMut<NetEndpoint>,
     mut peers: ResMut<ConnectedPeers>,
     mut stats: Query<(&Peer, &mut PeerStats)>,
     mut commands: Commands,
 ) {
+    let now = time.elapsed();
     let endpoint = &mut endpoint.0;
+    peers
+        .continuity
+        .begin_frame(now, endpoint.config.resume_grace);
     let mut rejoin = false;
     for event in endpoint.drain_events().collect::<Vec<_>>() {
         match event {
             EndpointEvent::Connected(peer) => {
+                let Some(player) = endpoint.player_of(peer) else {
+                    continue; // verified peers always have one
+                };
                 let entity = commands
-                    .spawn((Peer { id: peer }, Name::new(format!("Peer {peer}"))))
+                    .spawn((Peer { id: peer, player }, Name::new(format!("Peer {peer}"))))
                     .id();
-                peers.insert(peer, entity);
-                info!("peer {peer} connected");
-                commands.trigger(PeerConnected { peer, entity });
+                peers.insert(peer, player, entity);
+                commands.trigger(PeerConnected {
+                    peer,
+                    player,
+                    entity,
+                });
+                match peers.continuity.resume(peer, player) {
+                    Some(previous) => {
+                        info!("player {player} is back, as peer {peer} (was {previous})");
+                        commands.trigger(PeerResumed {
+                            peer,
+                            previous,
+                            player,
+                        });
+                    }
+                    None => info!("peer {peer} connected (player {player})"),
+                }
             }
             EndpointEvent::Disconnected { peer, reason } => {
+                let reason_seen = reason;
                 let reason = match reason {
-                    Disconnect::LinkDown => DisconnectReason::Left,
+                    Disconnect::Goodbye => DisconnectReason::Left,
+                    Disconnect::LinkDown => DisconnectReason::Lost,
                     Disconnect::Silent(silent) => DisconnectReason::TimedOut(silent),
-                    Disconnect::Local => DisconnectReason::Local,
+                    Disconnect::Local | Disconnect::Closed => DisconnectReason::Local,
+                    Disconnect::Replaced => DisconnectReason::Rejoined,
                 };
-                if let Some(entity) = peers.remove(peer) {
+                if let Some((entity, player)) = peers.remove(peer) {
                     commands.entity(entity).despawn();
                     match reason {
                         DisconnectReason::TimedOut(silent) => {
                             warn!("peer {peer} dropped: nothing heard from it for {silent:?}")
                         }
-                        _ => info!("peer {peer} disconnected"),
+                        DisconnectReason::Left => info!("peer {peer} left"),
+                        _ => info!("peer {peer} lost its connection"),
+                    }
+                    if !matches!(reason_seen, Disconnect::Goodbye | Disconnect::Closed) {
+                        peers.continuity.suspend(peer, player, now);
                     }
                     commands.trigger(PeerDisconnected {
                         peer,
+                        player,
                         entity,
                         reason,
                     });
@@ -321,17 +372,47 @@ pub(crate) fn reject_input(world: &mut World, peer: PeerId, error: InputError) {
     world.trigger(PeerInputRejected { peer, error });
 }
 
-fn flush(mut clock: NetNow, mut endpoint: ResMut<NetEndpoint>, mut io: ResMut<TransportIo>) {
+/// Packs what the sessions queued into packets. A socket that is closing (or an app that is
+/// exiting) first says goodbye to every peer, so that they drop this player at once instead of
+/// keeping its entities for a resume.
+fn flush(
+    mut clock: NetNow,
+    socket: Option<ResMut<PeerSocket>>,
+    mut exit: MessageReader<AppExit>,
+    mut endpoint: ResMut<NetEndpoint>,
+    mut peers: ResMut<ConnectedPeers>,
+    mut io: ResMut<TransportIo>,
+) {
     let io = &mut *io;
     let now = clock.now();
+    let exiting = exit.read().next().is_some();
+    // Long enough for the goodbye to arrive before the links go down: a round trip (the
+    // goodbye takes half of one), at least 50 ms, at most half a second.
+    let linger = endpoint
+        .0
+        .longest_rtt()
+        .unwrap_or(Duration::from_millis(100))
+        .clamp(Duration::from_millis(50), Duration::from_millis(500));
+    let closing = socket.is_some_and(|mut socket| socket.take_goodbye(now, linger));
+    if exiting || closing {
+        endpoint.0.goodbye_all();
+        peers.continuity.clear();
+    }
     endpoint
         .0
         .flush(now, &mut |packet| io.outgoing.push(packet));
 }
 
-fn send_packets(socket: Option<ResMut<PeerSocket>>, mut io: ResMut<TransportIo>) {
+fn send_packets(
+    mut clock: NetNow,
+    socket: Option<ResMut<PeerSocket>>,
+    mut io: ResMut<TransportIo>,
+) {
     match socket {
-        Some(mut socket) => socket.send(&mut io),
+        Some(mut socket) => {
+            socket.send(&mut io);
+            socket.finish_closing(clock.now());
+        }
         None => io.outgoing.clear(),
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Mutex;
 
 use bevy::prelude::*;
 
+use crate::identity::PlayerIdentity;
 use crate::net::{NetPlugin, PeerSocket};
 use crate::replication::ReplicationPlugin;
 use crate::session::SessionConfig;
@@ -15,6 +16,8 @@ use crate::transport::matchbox::MatchboxConfig;
 pub struct PeersyncPlugin {
     /// Protocol limits and timings; every peer of a room should use the same.
     pub session: SessionConfig,
+    /// Who this app plays as; random per run unless set.
+    pub identity: PlayerIdentity,
     socket: Mutex<Option<PeerSocket>>,
 }
 
@@ -23,6 +26,7 @@ impl Default for PeersyncPlugin {
     fn default() -> Self {
         Self {
             session: SessionConfig::default(),
+            identity: PlayerIdentity::random(),
             socket: Mutex::new(None),
         }
     }
@@ -38,8 +42,16 @@ impl PeersyncPlugin {
     pub fn with_socket(socket: PeerSocket) -> Self {
         Self {
             session: SessionConfig::default(),
+            identity: PlayerIdentity::random(),
             socket: Mutex::new(Some(socket)),
         }
+    }
+
+    /// Plays as `identity`: keep its secret (or derive it from the game's login) to come back
+    /// as the same player, with the same entities, after a restart within the resume grace.
+    pub fn identity(mut self, identity: PlayerIdentity) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// Replaces the protocol limits and timings.
@@ -54,6 +66,7 @@ impl Plugin for PeersyncPlugin {
         let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
         app.add_plugins(NetPlugin {
             session: self.session.clone(),
+            identity: self.identity.clone(),
             socket: Mutex::new(socket),
         })
         .add_plugins(ReplicationPlugin);

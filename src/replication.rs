@@ -238,6 +238,14 @@ fn drop_merged_world(
     }
 }
 
+/// On a replica whose owner lost its connection without a goodbye (killed, network lost, timed
+/// out): it is kept, frozen, for
+/// [`SessionConfig::resume_grace`](crate::SessionConfig::resume_grace) in case the player comes
+/// back under a new id ([`PeerResumed`](crate::PeerResumed)); then it is its owner's again and
+/// this marker goes, or it is despawned. Show it as the game likes (greyed out, "reconnecting").
+#[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Suspended;
+
 /// Sets up replication; added by [`PeersyncPlugin`](crate::PeersyncPlugin).
 pub(crate) struct ReplicationPlugin;
 

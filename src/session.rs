@@ -62,6 +62,13 @@ pub struct SessionConfig {
     /// treats the missing link as a partial mesh (and picks a host that reaches everyone).
     /// Default 5 s.
     pub mesh_grace: Duration,
+    /// How long the others keep the entities of a player that lost its connection without a
+    /// goodbye (killed, network lost, timed out), marked
+    /// [`Suspended`](crate::replication::Suspended), waiting for it to come back under a new
+    /// id as the same [`PlayerId`](crate::PlayerId) ([`PeerResumed`](crate::PeerResumed)).
+    /// After it they are despawned, as when a player leaves. World entities do not wait: the
+    /// host takes them at once. Default 10 s.
+    pub resume_grace: Duration,
 }
 
 impl Default for SessionConfig {
@@ -74,6 +81,7 @@ impl Default for SessionConfig {
             peer_timeout: Duration::from_secs(5),
             settle_time: Duration::from_secs(1),
             mesh_grace: Duration::from_secs(5),
+            resume_grace: Duration::from_secs(10),
         }
     }
 }

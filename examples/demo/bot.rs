@@ -48,7 +48,8 @@ fn report(
     mut state: ResMut<Report>,
     peers: Res<ConnectedPeers>,
     heard: Res<Heard>,
-    players: Query<&Owner, With<Player>>,
+    // Players whose connection is lost, waiting to resume, are not counted.
+    players: Query<&Owner, (With<Player>, Without<Suspended>)>,
     balls: Query<(&Owner, &Transform), With<Ball>>,
 ) {
     let Some(me) = peers.local_id() else {

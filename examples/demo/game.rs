@@ -126,7 +126,7 @@ fn simulate_ball(
 }
 
 /// A stable colour per peer.
-pub fn color_of(peer: PeerId) -> Color {
-    let hue = (peer.0 % 360) as f32;
+pub fn color_of(player: PlayerId) -> Color {
+    let hue = (u16::from_le_bytes([player.0[0], player.0[1]]) % 360) as f32;
     Color::hsl(hue, 0.7, 0.55)
 }

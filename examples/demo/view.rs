@@ -17,6 +17,7 @@ pub fn plugin(app: &mut App) {
             read_keyboard,
             paint,
             paint_mine_when_we_have_an_id,
+            fade_suspended,
             update_overlay,
         )
             .chain(),
@@ -83,7 +84,7 @@ fn paint_mine_when_we_have_an_id(
     mut mine: Query<(&Owner, &mut Sprite), With<Player>>,
     mut painted: Local<bool>,
 ) {
-    let Some(me) = peers.local_id() else {
+    let (Some(_), Some(me)) = (peers.local_id(), peers.local_player()) else {
         *painted = false;
         return;
     };
@@ -98,6 +99,17 @@ fn paint_mine_when_we_have_an_id(
     }
 }
 
+/// A square whose player lost its connection stays, faded, while the others wait for it to
+/// come back (see `SessionConfig::resume_grace`).
+fn fade_suspended(mut squares: Query<(&mut Sprite, Has<Suspended>), With<Player>>) {
+    for (mut sprite, suspended) in &mut squares {
+        let alpha = if suspended { 0.3 } else { 1.0 };
+        if sprite.color.alpha() != alpha {
+            sprite.color.set_alpha(alpha);
+        }
+    }
+}
+
 /// Gives new squares and balls a sprite, and squares their owner's colour (which changes only if
 /// the owner does).
 fn paint(
@@ -107,11 +119,12 @@ fn paint(
     balls: Query<Entity, (With<Ball>, Without<Sprite>)>,
 ) {
     for (entity, owner, sprite) in &players {
-        let peer = match owner {
-            Owner::Local => peers.local_id(),
-            Owner::Peer(peer) => Some(*peer),
+        // Coloured by player, so a player that reconnects keeps its colour.
+        let player = match owner {
+            Owner::Local => peers.local_player(),
+            Owner::Peer(peer) => peers.player(*peer),
         };
-        let color = peer.map_or(Color::srgb(0.6, 0.6, 0.6), color_of);
+        let color = player.map_or(Color::srgb(0.6, 0.6, 0.6), color_of);
         match sprite {
             None => {
                 commands

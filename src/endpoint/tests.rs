@@ -1,5 +1,6 @@
 //! The handshake and liveness, between two endpoints wired by hand.
 use super::*;
+use crate::identity::PlayerIdentity;
 
 fn exchange(
     from: &mut Endpoint,
@@ -18,10 +19,21 @@ fn exchange(
     out
 }
 
+/// An endpoint in the room as `local`, playing as the player of `secret`.
+fn endpoint(hash: u64, local: PeerId, secret: u8) -> Endpoint {
+    let mut endpoint = Endpoint::new(
+        SessionConfig::default(),
+        hash,
+        PlayerIdentity::from_secret([secret; 32]),
+    );
+    endpoint.set_local(Some(local));
+    endpoint
+}
+
 fn pair(hash_a: u64, hash_b: u64) -> (Endpoint, Endpoint, PeerId, PeerId) {
     let (a_id, b_id) = (PeerId(1), PeerId(2));
-    let mut a = Endpoint::new(SessionConfig::default(), hash_a);
-    let mut b = Endpoint::new(SessionConfig::default(), hash_b);
+    let mut a = endpoint(hash_a, a_id, 1);
+    let mut b = endpoint(hash_b, b_id, 2);
     a.handle_link(Duration::ZERO, LinkEvent::Up(b_id));
     b.handle_link(Duration::ZERO, LinkEvent::Up(a_id));
     exchange(&mut a, &mut b, a_id, b_id);
@@ -80,7 +92,7 @@ fn a_protocol_mismatch_is_refused_on_both_sides() {
 
 #[test]
 fn garbage_instead_of_a_hello_is_refused() {
-    let mut a = Endpoint::new(SessionConfig::default(), 1);
+    let mut a = endpoint(1, PeerId(1), 1);
     a.handle_link(Duration::ZERO, LinkEvent::Up(PeerId(9)));
     let mut out = Vec::new();
     a.handle_packet(
@@ -102,7 +114,7 @@ fn garbage_instead_of_a_hello_is_refused() {
 
 #[test]
 fn a_silent_peer_is_refused_after_the_hello_timeout() {
-    let mut a = Endpoint::new(SessionConfig::default(), 1);
+    let mut a = endpoint(1, PeerId(1), 1);
     a.handle_link(Duration::ZERO, LinkEvent::Up(PeerId(9)));
     a.flush(Duration::ZERO, &mut |_| {});
     a.flush(HELLO_TIMEOUT + Duration::from_secs(1), &mut |_| {});
@@ -226,7 +238,7 @@ fn a_stall_of_our_own_drops_every_peer_and_asks_to_rejoin() {
 
 #[test]
 fn a_stall_with_no_peers_is_no_news() {
-    let mut a = Endpoint::new(SessionConfig::default(), 7);
+    let mut a = endpoint(7, PeerId(1), 1);
     a.flush(Duration::ZERO, &mut |_| {});
     a.flush(Duration::from_secs(60), &mut |_| {});
     assert_eq!(

@@ -5,6 +5,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 
 use crate::error::InputError;
+use crate::identity::PlayerId;
 use crate::peer::PeerId;
 use crate::transport::SocketState;
 
@@ -13,6 +14,8 @@ use crate::transport::SocketState;
 pub struct PeerConnected {
     /// The peer.
     pub peer: PeerId,
+    /// The player it proved to be.
+    pub player: PlayerId,
     /// Its entity.
     pub entity: Entity,
 }
@@ -22,6 +25,8 @@ pub struct PeerConnected {
 pub struct PeerDisconnected {
     /// The peer.
     pub peer: PeerId,
+    /// The player it was.
+    pub player: PlayerId,
     /// The entity it had.
     pub entity: Entity,
     /// Why it is gone.
@@ -33,16 +38,40 @@ pub struct PeerDisconnected {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DisconnectReason {
-    /// The connection closed: the peer left the room, or the transport lost the link.
+    /// It said goodbye: it left the room on purpose ([`PeerSocket::close`](crate::PeerSocket::close),
+    /// or its app exited). Its entities go at once.
     Left,
+    /// The connection closed without a goodbye: the process was killed, or the network between
+    /// us failed. Its entities are kept, [`Suspended`](crate::replication::Suspended), in case
+    /// it comes back as itself within
+    /// [`SessionConfig::resume_grace`](crate::SessionConfig::resume_grace).
+    Lost,
     /// Nothing arrived from the peer for this long, more than
     /// [`SessionConfig::peer_timeout`](crate::SessionConfig::peer_timeout): it hangs, crashed,
-    /// or lost its network. Whatever it sends later is ignored; when it recovers it rejoins as a
-    /// new peer.
+    /// or lost its network. Whatever it sends later is ignored; when it recovers it rejoins
+    /// under a new id and resumes as itself ([`PeerResumed`]) within the resume grace.
     TimedOut(Duration),
     /// This side ended it: the socket closed, or this app did not run for longer than the peer
     /// timeout (so every peer has dropped it) and it is rejoining the room.
     Local,
+    /// The same player connected again under a new id (it rejoined the room): this older link
+    /// is dropped, and [`PeerResumed`] follows.
+    Rejoined,
+}
+
+/// A player that lost its connection came back under a new id within
+/// [`SessionConfig::resume_grace`](crate::SessionConfig::resume_grace): it is the same player
+/// (its hello proved it), its entities are its own again, with the same
+/// [`NetId`](crate::replication::NetId)s, no longer
+/// [`Suspended`](crate::replication::Suspended).
+#[derive(Event, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerResumed {
+    /// Its id now.
+    pub peer: PeerId,
+    /// The id it had.
+    pub previous: PeerId,
+    /// The player.
+    pub player: PlayerId,
 }
 
 /// A peer's connection came up but its handshake failed (a different protocol or version):

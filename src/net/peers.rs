@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 
+use super::continuity::Continuity;
+use crate::identity::PlayerId;
 use crate::peer::PeerId;
 use crate::session::LinkStats;
 
@@ -13,8 +15,11 @@ use crate::session::LinkStats;
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq)]
 #[require(PeerStats)]
 pub struct Peer {
-    /// The peer's id.
+    /// The peer's id: its address in the room, new each time it joins.
     pub id: PeerId,
+    /// The player it proved to be: the same when it rejoins (see
+    /// [`PeerResumed`](crate::PeerResumed)).
+    pub player: PlayerId,
 }
 
 /// Network figures for one connected peer, as the game can show them. Kept current on each
@@ -70,12 +75,20 @@ impl From<LinkStats> for PeerStats {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct ConnectedPeer {
+    entity: Entity,
+    player: PlayerId,
+}
+
 /// The connected peers and our own id, with the host among them.
 #[derive(Resource, Debug, Default, Clone)]
 pub struct ConnectedPeers {
     local: Option<PeerId>,
-    peers: BTreeMap<PeerId, Entity>,
+    peers: BTreeMap<PeerId, ConnectedPeer>,
+    local_player: Option<PlayerId>,
     host: Option<PeerId>,
+    pub(crate) continuity: Continuity,
 }
 
 impl ConnectedPeers {
@@ -84,9 +97,34 @@ impl ConnectedPeers {
         self.local
     }
 
+    /// The player this app plays as (see [`PlayerIdentity`](crate::PlayerIdentity)).
+    pub fn local_player(&self) -> Option<PlayerId> {
+        self.local_player
+    }
+
+    /// The player a connected peer proved to be.
+    pub fn player(&self, peer: PeerId) -> Option<PlayerId> {
+        self.peers.get(&peer).map(|connected| connected.player)
+    }
+
+    /// The connected peer that is `player` now, if any.
+    pub fn peer_of(&self, player: PlayerId) -> Option<PeerId> {
+        self.peers
+            .iter()
+            .find(|(_, connected)| connected.player == player)
+            .map(|(peer, _)| *peer)
+    }
+
+    /// Whether `peer` lost its connection without saying goodbye and may still come back as
+    /// itself: its entities are kept, marked [`Suspended`](crate::replication::Suspended), for
+    /// [`SessionConfig::resume_grace`](crate::SessionConfig::resume_grace).
+    pub fn is_suspended(&self, peer: PeerId) -> bool {
+        self.continuity.is_suspended(peer)
+    }
+
     /// The entity of a connected peer.
     pub fn entity(&self, peer: PeerId) -> Option<Entity> {
-        self.peers.get(&peer).copied()
+        self.peers.get(&peer).map(|connected| connected.entity)
     }
 
     /// Whether `peer` is connected.
@@ -143,11 +181,18 @@ impl ConnectedPeers {
         self.local = local;
     }
 
-    pub(crate) fn insert(&mut self, peer: PeerId, entity: Entity) {
-        self.peers.insert(peer, entity);
+    pub(crate) fn set_local_player(&mut self, player: PlayerId) {
+        self.local_player = Some(player);
     }
 
-    pub(crate) fn remove(&mut self, peer: PeerId) -> Option<Entity> {
-        self.peers.remove(&peer)
+    pub(crate) fn insert(&mut self, peer: PeerId, player: PlayerId, entity: Entity) {
+        self.peers.insert(peer, ConnectedPeer { entity, player });
+    }
+
+    /// Removes a peer; its entity and player.
+    pub(crate) fn remove(&mut self, peer: PeerId) -> Option<(Entity, PlayerId)> {
+        self.peers
+            .remove(&peer)
+            .map(|connected| (connected.entity, connected.player))
     }
 }

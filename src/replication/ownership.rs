@@ -272,6 +272,28 @@ impl Ownership {
         self.replicas_by.get(&owner).copied().unwrap_or(0)
     }
 
+    /// `old` came back as `new` (a player that rejoined under a new id): its replicas are
+    /// `new`'s, under the same numbers. Returns them.
+    pub(crate) fn rekey_owner(&mut self, old: PeerId, new: PeerId) -> Vec<Entity> {
+        let mut moved = Vec::new();
+        for (entity, replica) in &mut self.replicas {
+            if replica.owner == old && replica.transfer_to.is_none() && !replica.orphaned {
+                replica.owner = new;
+                // Its ticks may start over (a new process with the same identity).
+                replica.ticks.clear();
+                moved.push(*entity);
+            }
+        }
+        for _ in &moved {
+            self.count_out(old);
+            *self.replicas_by.entry(new).or_default() += 1;
+        }
+        if let Some(numbers) = self.by_owner.remove(&old) {
+            self.by_owner.entry(new).or_default().extend(numbers);
+        }
+        moved
+    }
+
     /// Forgets what `owner` numbered: it is gone.
     pub(crate) fn forget_owner(&mut self, owner: PeerId) {
         self.by_owner.remove(&owner);

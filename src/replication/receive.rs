@@ -23,6 +23,8 @@ use crate::net::{ConnectedPeers, KindQueues, reject_input};
 use crate::peer::PeerId;
 use crate::wire::{Reader, WireError};
 
+mod resume;
+
 /// What arrived from one owner so far.
 #[derive(Debug, Default)]
 struct OwnerStream {
@@ -104,22 +106,25 @@ impl Apply<'_> {
         self.rejected.push((peer, error));
     }
 
-    /// Peers that left: their entities are despawned, or wait for the host to take them.
+    /// Peers that left: their entities are despawned, wait for the host to take them, or wait
+    /// for their player to come back (see [`resume`]).
     fn departures(&mut self) {
         let gone = self.authority.departures(self.peers);
-        if gone.is_empty() {
-            return;
-        }
-        for (entity, fate) in authority::fates(self.ownership, &gone, self.peers.host()) {
-            match fate {
-                Fate::Orphan => self.ownership.orphan(entity),
-                Fate::Despawn => self.despawn(entity),
+        for peer in &gone {
+            let may_resume = self.peers.is_suspended(*peer);
+            for (entity, fate) in authority::fates(self.ownership, &[*peer], self.peers.host()) {
+                match fate {
+                    Fate::Orphan => self.ownership.orphan(entity),
+                    Fate::Despawn if may_resume => self.suspend(entity),
+                    Fate::Despawn => self.despawn(entity),
+                }
+            }
+            self.streams.remove(peer);
+            if !may_resume {
+                self.ownership.forget_owner(*peer);
             }
         }
-        for peer in &gone {
-            self.streams.remove(peer);
-            self.ownership.forget_owner(*peer);
-        }
+        self.resumes();
     }
 
     /// Orphans wait for the host; when that is us, we take them.

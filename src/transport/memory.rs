@@ -168,6 +168,27 @@ impl Hub {
         }
     }
 
+    /// A new member with a fresh id; `first` goes into its link events before the others.
+    fn add_member(&mut self, first: Vec<LinkEvent>) -> PeerId {
+        let id = loop {
+            let id =
+                PeerId((u128::from(self.rng.next_u64()) << 64) | u128::from(self.rng.next_u64()));
+            if !self.members.contains_key(&id) {
+                break id;
+            }
+        };
+        let mut member = Member {
+            links: first,
+            ..Member::default()
+        };
+        for (other, existing) in self.members.iter_mut() {
+            existing.links.push(LinkEvent::Up(id));
+            member.links.push(LinkEvent::Up(*other));
+        }
+        self.members.insert(id, member);
+        id
+    }
+
     fn leave(&mut self, id: PeerId) {
         if self.members.remove(&id).is_none() {
             return;
@@ -280,20 +301,7 @@ impl MemoryNetwork {
 
     /// Adds a peer: every peer already on the network and the new one see a link come up.
     pub fn join(&self) -> MemoryTransport {
-        let mut hub = self.hub();
-        let id = loop {
-            let id =
-                PeerId((u128::from(hub.rng.next_u64()) << 64) | u128::from(hub.rng.next_u64()));
-            if !hub.members.contains_key(&id) {
-                break id;
-            }
-        };
-        let mut member = Member::default();
-        for (other, existing) in hub.members.iter_mut() {
-            existing.links.push(LinkEvent::Up(id));
-            member.links.push(LinkEvent::Up(*other));
-        }
-        hub.members.insert(id, member);
+        let id = self.hub().add_member(Vec::new());
         MemoryTransport {
             network: self.clone(),
             id,
@@ -372,6 +380,22 @@ impl Transport for MemoryTransport {
             self.closed = true;
             self.network.hub().leave(self.id);
         }
+    }
+
+    /// Leaves and joins again under a new id: this peer sees every old link go down, then the
+    /// links to everyone come up as new ones.
+    fn rejoin(&mut self) -> bool {
+        let mut hub = self.network.hub();
+        let downs = hub
+            .members
+            .keys()
+            .filter(|peer| **peer != self.id)
+            .map(|peer| LinkEvent::Down(*peer))
+            .collect();
+        hub.leave(self.id);
+        self.id = hub.add_member(downs);
+        self.closed = false;
+        true
     }
 }
 

@@ -42,12 +42,11 @@ fn three_apps_see_each_other_and_a_closed_one_leaves() {
     update_until(
         &mut apps,
         Duration::from_secs(10),
-        "the closed app is gone from the others",
-        |apps| apps[..2].iter_mut().all(|app| !peers(app).contains(&gone)),
-    );
-    assert!(
-        peers(&mut apps[2]).is_empty(),
-        "the closed app despawned its peers"
+        "the closed app is gone from the others, and it despawned its peers",
+        |apps| {
+            apps[..2].iter_mut().all(|app| !peers(app).contains(&gone))
+                && peers(&mut apps[2]).is_empty()
+        },
     );
     assert_eq!(
         *apps[2].world().resource::<PeerSocket>().state(),

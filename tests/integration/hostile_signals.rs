@@ -108,7 +108,12 @@ fn a_poisoned_answer_through_a_relaying_lobby_costs_the_victims_a_rejoin_not_the
                 let rejoined = after
                     .iter()
                     .position(|l| l.contains("panicked"))
-                    .is_some_and(|at| after[at..].iter().any(|l| l.contains("SEES 2 PLAYERS")));
+                    .is_some_and(|at| {
+                        // Back in the room: each sees the other again, as the same player.
+                        after[at..]
+                            .iter()
+                            .any(|l| l.contains("SEES 2 PLAYERS") || l.contains("is back, as peer"))
+                    });
                 demo.running() && reported && rejoined
             })
         },

@@ -91,20 +91,27 @@ fn a_stopped_host_is_replaced_within_seconds_and_rejoins_when_it_runs_again() {
 
     demos[stopped].signal("CONT");
     let marks: Vec<usize> = demos.iter().map(|d| d.seen.len()).collect();
-    poll_output(
+    let took = poll_output(
         &mut demos,
         Duration::from_secs(40),
-        "the resumed demo should notice its stall, rejoin under a new id, and all three should \
-         see 3 players with one host again",
+        "the resumed demo should notice its stall, rejoin under a new id, come back as the same \
+         player on the others, and all three should see 3 players with one host again",
         |demos| {
             let resumed = demos[stopped].since(marks[stopped]);
             let rejoined = resumed.iter().any(|l| l.contains("rejoins the room"));
+            let recognised = demos.iter().enumerate().all(|(i, d)| {
+                i == stopped
+                    || d.since(marks[i])
+                        .iter()
+                        .any(|l| l.contains("is back, as peer"))
+            });
             let summaries: Vec<_> = demos
                 .iter()
                 .enumerate()
                 .filter_map(|(i, d)| last_summary(d.since(marks[i])))
                 .collect();
             rejoined
+                && recognised
                 && summaries.len() == 3
                 && summaries.iter().all(|s| s.players == 3)
                 && summaries.iter().all(|s| s.host == summaries[0].host)
@@ -114,4 +121,5 @@ fn a_stopped_host_is_replaced_within_seconds_and_rejoins_when_it_runs_again() {
                 && summaries[stopped].me != host
         },
     );
+    eprintln!("the stopped host was back as the same player {took:?} after it ran again");
 }

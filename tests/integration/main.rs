@@ -23,5 +23,6 @@ mod net_sim;
 mod network_figures;
 mod protocol_mismatch;
 mod replication_webrtc;
+mod resume;
 mod spawn_despawn;
 mod spawn_flood;

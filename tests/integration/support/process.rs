@@ -151,10 +151,7 @@ pub fn poll_output(
             return start.elapsed();
         }
         if start.elapsed() > within {
-            let logs: Vec<_> = processes
-                .iter()
-                .map(|p| p.seen[p.seen.len().saturating_sub(40)..].join("\n"))
-                .collect();
+            let logs: Vec<_> = processes.iter().map(|p| last_lines(&p.seen, 40)).collect();
             panic!(
                 "{what} within {within:?}; their last lines:\n{}",
                 logs.join("\n---\n")
@@ -162,4 +159,24 @@ pub fn poll_output(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The last `n` distinct runs of a process's output, a repeated line shown once with its count,
+/// so that a periodic summary does not hide what happened before it.
+fn last_lines(seen: &[String], n: usize) -> String {
+    let mut runs: Vec<(&str, usize)> = Vec::new();
+    for line in seen {
+        match runs.last_mut() {
+            Some((last, count)) if *last == line.as_str() => *count += 1,
+            _ => runs.push((line, 1)),
+        }
+    }
+    runs[runs.len().saturating_sub(n)..]
+        .iter()
+        .map(|(line, count)| match count {
+            1 => (*line).to_owned(),
+            _ => format!("{line} (x{count})"),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
