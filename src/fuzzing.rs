@@ -366,7 +366,12 @@ fn messages() -> [Vec<u8>; 4] {
     }
     .encode(&mut spawn);
     let mut mutate = Vec::new();
-    MutateHeader { tick: 2, needs: 1 }.encode(&mut mutate);
+    MutateHeader {
+        tick: 2,
+        needs: 1,
+        time: 0,
+    }
+    .encode(&mut mutate);
     GroupHeader {
         component: 0,
         count: 1,

@@ -53,8 +53,8 @@ pub use wire::WireError;
 /// The usual imports.
 pub mod prelude {
     pub use crate::replication::{
-        HandToHostOnLeave, HostOwned, NetId, Owner, Replicated, ReplicationAppExt, Suspended,
-        TransferOwnershipExt, TransformCodec,
+        HandToHostOnLeave, HostOwned, Interpolate, InterpolationAppExt, NetId, Owner, Replicated,
+        ReplicationAppExt, Suspended, TransferOwnershipExt, TransformCodec,
     };
     pub use crate::{
         Channel, ConnectedPeers, DisconnectReason, FromPeer, HostChanged, MatchboxConfig, Peer,

@@ -19,6 +19,7 @@
 
 mod authority;
 pub mod codec;
+mod interpolation;
 mod local_changes;
 mod net_ids;
 mod ownership;
@@ -37,6 +38,10 @@ use serde::de::DeserializeOwned;
 
 use self::authority::Authority;
 use self::codec::{CodecError, ComponentCodec, SerdeCodec};
+pub use self::interpolation::{
+    Interpolate, InterpolationAppExt, InterpolationConfig, InterpolationDelay,
+    InterpolationSystems, Snapshots,
+};
 use self::local_changes::{LocalChanges, forget_gone, on_unreplicated};
 pub use self::net_ids::NetEntities;
 use self::net_ids::NetIds;
@@ -278,5 +283,6 @@ impl Plugin for ReplicationPlugin {
                     .chain()
                     .in_set(PeersyncSystems::Send),
             );
+        interpolation::configure(app);
     }
 }

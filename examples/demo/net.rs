@@ -42,6 +42,9 @@ pub fn plugin(app: &mut App, room_url: String, net_sim: Option<LinkConditioner>)
         .replicate::<Ball>()
         .replicate::<Velocity>() // so the next host carries the ball on
         .add_peer_message::<Greeting>(Channel::Reliable);
+    // Others' squares and the ball glide instead of stuttering with the network's jitter: shown
+    // a little in the past, between the values their owners sent (this peer's own never wait).
+    app.interpolate::<Transform>();
 
     // 3. Say hello to whoever joins, and note what others say.
     app.init_resource::<Heard>()

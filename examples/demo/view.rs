@@ -1,8 +1,10 @@
 //! What the windowed demo draws: the arena, the squares in their owners' colours, the ball, and an
-//! overlay with this peer's id, the host, and each peer's round trip, loss and bandwidth.
+//! overlay with this peer's id, the host, and each peer's round trip, interpolation delay, loss
+//! and bandwidth.
 
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
+use bevy_peersync::replication::InterpolationDelay;
 
 use crate::game::{ARENA, BALL_SIZE, Ball, PLAYER_SIZE, Player, Steering, color_of};
 use crate::net::{Heard, short};
@@ -160,7 +162,7 @@ fn update_overlay(
     socket: Option<Res<PeerSocket>>,
     peers: Res<ConnectedPeers>,
     heard: Res<Heard>,
-    stats: Query<(&Peer, &PeerStats)>,
+    stats: Query<(&Peer, &PeerStats, Option<&InterpolationDelay>)>,
     mut text: Query<&mut Text, With<OverlayText>>,
 ) {
     let Ok(mut text) = text.single_mut() else {
@@ -182,13 +184,21 @@ fn update_overlay(
         lines.push(format!("host {}", short(host)));
     }
     let mut rows: Vec<_> = stats.iter().collect();
-    rows.sort_by_key(|(peer, _)| peer.id);
-    for (peer, stats) in rows {
+    rows.sort_by_key(|(peer, _, _)| peer.id);
+    for (peer, stats, delay) in rows {
         let rtt = stats.rtt.map_or("   -   ".to_owned(), |rtt| {
             format!("{:5.1} ms", rtt.as_secs_f64() * 1000.0)
         });
+        // How late its squares are shown, and how much of that is the interpolation buffer.
+        let shown = delay.map_or("   -   ".to_owned(), |delay| {
+            format!(
+                "{:5.1} ms (buffer {:4.1})",
+                delay.total.as_secs_f64() * 1000.0,
+                delay.buffer.as_secs_f64() * 1000.0
+            )
+        });
         lines.push(format!(
-            "{}  rtt {rtt}  loss {:4.1}%  up {:5.1} kbit/s  down {:5.1} kbit/s",
+            "{}  rtt {rtt}  shown {shown} late  loss {:4.1}%  up {:5.1} kbit/s  down {:5.1} kbit/s",
             short(peer.id),
             stats.packet_loss * 100.0,
             stats.sent_bytes_per_sec * 8.0 / 1000.0,

@@ -11,8 +11,10 @@ use crate::wire::Reader;
 const HELLO_MAGIC: &[u8; 4] = b"PSYN";
 /// What the signature covers besides the fields, so it cannot be taken for any other signature.
 const SIGNING_CONTEXT: &[u8] = b"bevy_peersync hello";
-/// Bumped whenever the framing or the library's own messages change incompatibly.
-pub(crate) const WIRE_VERSION: u16 = 3;
+/// Bumped whenever the framing or the library's own messages change incompatibly. 2: acks
+/// carry their delay, and unreliable packets may carry the sender's clock. 3: the hello carries
+/// the player identity. 4: mutation messages carry their owner's clock (for interpolation).
+pub(crate) const WIRE_VERSION: u16 = 4;
 
 /// What a hello says, once checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,7 @@ use bevy::time::Real;
 use bytes::Bytes;
 
 use super::authority::{self, Authority, Fate, PendingClaim, Verdict};
+use super::interpolation;
 use super::net_ids::NetIds;
 use super::ownership::Ownership;
 use super::registry::{ErasedComponent, ReplicationRegistry};
@@ -388,7 +389,10 @@ impl Apply<'_> {
     }
 
     fn apply_mutation(&mut self, sender: PeerId, message: &[u8]) {
-        if let Err(error) = self.try_apply_mutation(sender, message) {
+        let result = self.try_apply_mutation(sender, message);
+        // Values written outside a mutation (spawns, insertions) have no send time.
+        interpolation::end_message(self.world);
+        if let Err(error) = result {
             self.reject(sender, error);
         }
     }
@@ -396,6 +400,8 @@ impl Apply<'_> {
     fn try_apply_mutation(&mut self, sender: PeerId, message: &[u8]) -> Result<(), InputError> {
         let mut reader = Reader::new(message);
         let header = MutateHeader::decode(&mut reader)?;
+        // Interpolated components buffer the values with their time instead of showing them.
+        interpolation::begin_message(self.world, sender, header.time, self.now);
         while !reader.is_empty() {
             let group = GroupHeader::decode(&mut reader)?;
             let registration = self

@@ -1,7 +1,7 @@
 //! The registered components, behind one object-safe interface so the replication systems can
 //! walk them by index (the index is what travels on the wire).
 
-use std::any::{TypeId, type_name};
+use std::any::{Any, TypeId, type_name};
 
 use bevy::ecs::change_detection::Tick;
 use bevy::ecs::component::Mutable;
@@ -51,8 +51,15 @@ pub(crate) struct Change {
     pub(crate) end: usize,
 }
 
+/// Takes a received value before it is written to the entity: returns it to have it written,
+/// or keeps it (an interpolated component puts it in its buffer instead).
+pub(crate) type ReceiveHook<C> = fn(&mut EntityWorldMut<'_>, C) -> Option<C>;
+
 /// What the replication systems can do with one registered component.
 pub(crate) trait ErasedComponent: Send + Sync {
+    /// The typed registration, to set its [`ReceiveHook`].
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+
     /// Encodes every locally owned value added or changed after `since` (all of them if
     /// `None`) into `out`, recording where each one went.
     fn collect(
@@ -95,9 +102,14 @@ struct Typed<C: Component> {
     codec: Box<dyn ComponentCodec<C>>,
     map: Option<MapFn<C>>,
     query: QueryState<(Entity, Ref<'static, C>, &'static Owner), With<Replicated>>,
+    receive_hook: Option<ReceiveHook<C>>,
 }
 
 impl<C: Component<Mutability = Mutable>> ErasedComponent for Typed<C> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
     fn collect(
         &mut self,
         world: &World,
@@ -106,7 +118,9 @@ impl<C: Component<Mutability = Mutable>> ErasedComponent for Typed<C> {
         out: &mut Vec<u8>,
         changes: &mut Vec<Change>,
     ) {
-        let Self { codec, map, query } = self;
+        let Self {
+            codec, map, query, ..
+        } = self;
         for (entity, value, owner) in query.iter(world) {
             if !owner.is_local() {
                 continue;
@@ -162,6 +176,13 @@ impl<C: Component<Mutability = Mutable>> ErasedComponent for Typed<C> {
         }
         let Ok(mut target) = world.get_entity_mut(entity) else {
             return Ok(());
+        };
+        let value = match self.receive_hook {
+            Some(hook) => match hook(&mut target, value) {
+                Some(value) => value,
+                None => return Ok(()),
+            },
+            None => value,
         };
         match target.get_mut::<C>() {
             Some(mut current) => *current = value,
@@ -260,7 +281,12 @@ pub(crate) fn register<C: Component<Mutability = Mutable>>(
         .push(Registration {
             name,
             type_id: TypeId::of::<C>(),
-            erased: Box::new(Typed { codec, map, query }),
+            erased: Box::new(Typed {
+                codec,
+                map,
+                query,
+                receive_hook: None,
+            }),
         });
     world.resource_mut::<ProtocolRegistry>().push(format!(
         "component:{name}:{}",
@@ -271,4 +297,23 @@ pub(crate) fn register<C: Component<Mutability = Mutable>>(
             changes.component_removed(removed.entity, index);
         },
     );
+}
+
+/// Routes received values of `C` through `hook`; false if `C` is not replicated.
+pub(crate) fn set_receive_hook<C: Component<Mutability = Mutable>>(
+    registry: &mut ReplicationRegistry,
+    hook: ReceiveHook<C>,
+) -> bool {
+    let typed = registry
+        .components
+        .iter_mut()
+        .filter(|registration| registration.type_id == TypeId::of::<C>())
+        .find_map(|registration| registration.erased.as_any_mut().downcast_mut::<Typed<C>>());
+    match typed {
+        Some(typed) => {
+            typed.receive_hook = Some(hook);
+            true
+        }
+        None => false,
+    }
 }

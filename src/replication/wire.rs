@@ -9,14 +9,17 @@
 //!           | 0x03 wire:varint n:varint component:varint^n                                          remove
 //!           | 0x04 wire:varint                                                                      despawn
 //!           | 0x05 wire:varint to:u128                                                              hand over
-//! mutate   (unreliable, kind 2) := tick:varint needs:varint group*
+//! mutate   (unreliable, kind 2) := tick:varint needs:varint time:varint group*
 //! group    := component:varint n:varint (wire:varint value)^n
 //! ```
 //!
 //! `wire` is the sender's own short number for an entity it owns; `net_id` names the entity in
 //! the whole room (entity references inside components travel as net ids). A mutation message
 //! `needs` the sender's update of that tick to have been applied first (the spawn of the
-//! entities it mutates). Mutation values carry no length: their codec reads exactly what it
+//! entities it mutates). `time` is the sender's clock in µs when it collected the values (its
+//! `Time<Real>` elapsed, the clock its session's time frames carry), so a receiver that
+//! interpolates knows when each value was true (see [`interpolation`](super::interpolation)); a
+//! mutation message with no group says that nothing else changed up to that time. Mutation values carry no length: their codec reads exactly what it
 //! wrote, which keeps a moving entity at 15 bytes with the transform codec.
 
 use bytes::Bytes;
@@ -274,15 +277,18 @@ pub(crate) struct MutateHeader {
     pub(crate) tick: u32,
     /// The owner's update tick that must be applied before these values.
     pub(crate) needs: u32,
+    /// The owner's clock when the values were collected, in µs.
+    pub(crate) time: u64,
 }
 
 impl MutateHeader {
-    /// At most two varints of five bytes.
-    pub(crate) const MAX_LEN: usize = 10;
+    /// At most two varints of five bytes and one of ten.
+    pub(crate) const MAX_LEN: usize = 20;
 
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         put_varint(out, u64::from(self.tick));
         put_varint(out, u64::from(self.needs));
+        put_varint(out, self.time);
     }
 
     /// Reads a mutation message's header; the groups follow in `reader`.
@@ -290,6 +296,7 @@ impl MutateHeader {
         Ok(Self {
             tick: read_u32(reader, "tick")?,
             needs: read_u32(reader, "update tick")?,
+            time: reader.varint_max(u64::MAX, "send time")?,
         })
     }
 }
@@ -416,6 +423,7 @@ mod tests {
         MutateHeader {
             tick: u32::MAX,
             needs: 3,
+            time: u64::MAX,
         }
         .encode(&mut out);
         GroupHeader {
@@ -429,7 +437,8 @@ mod tests {
             MutateHeader::decode(&mut reader),
             Ok(MutateHeader {
                 tick: u32::MAX,
-                needs: 3
+                needs: 3,
+                time: u64::MAX,
             })
         );
         assert_eq!(

@@ -14,6 +14,7 @@ mod entity_mapping;
 mod host_election;
 mod host_messages;
 mod hostile_signals;
+mod interpolation;
 mod late_join;
 mod leave;
 mod liveness;

@@ -44,7 +44,14 @@ pub(super) struct PeerStream {
     unacked: HashMap<ValueKey, Unacked>,
     /// Mutation messages not yet acknowledged or lost, by delivery token.
     in_flight: HashMap<u64, InFlight>,
+    /// Ticks left in which a message with no values goes out when nothing changed: it tells
+    /// an interpolating receiver that the values it has are still current, so it holds them
+    /// instead of extrapolating past where they stopped. A few, since any of them may be lost.
+    quiet_markers: u8,
 }
+
+/// How many value-less mutation messages follow the last one with values.
+const QUIET_MARKERS: u8 = 3;
 
 impl PeerStream {
     /// A peer that just connected: it gets a snapshot first.
@@ -149,8 +156,13 @@ impl MutationTick<'_> {
             bytes: &resend.bytes,
         }));
         if entries.is_empty() {
+            if stream.quiet_markers > 0 {
+                stream.quiet_markers -= 1;
+                self.send_quiet_marker(peer, stream);
+            }
             return;
         }
+        stream.quiet_markers = QUIET_MARKERS;
         entries.sort_by_key(|entry| entry.component);
         for batch in pack(&entries, max) {
             let needs = batch
@@ -161,11 +173,7 @@ impl MutationTick<'_> {
                 .unwrap_or(0)
                 .max(stream.snapshot_tick);
             let mut message = Vec::with_capacity(max);
-            MutateHeader {
-                tick: self.tick,
-                needs,
-            }
-            .encode(&mut message);
+            self.header(needs).encode(&mut message);
             write_groups(&mut message, batch);
             *self.next_token += 1;
             let token = *self.next_token;
@@ -199,6 +207,27 @@ impl MutationTick<'_> {
                 );
             }
         }
+    }
+
+    fn header(&self, needs: u32) -> MutateHeader {
+        MutateHeader {
+            tick: self.tick,
+            needs,
+            time: self.now.as_micros() as u64,
+        }
+    }
+
+    /// A mutation message with no values: nothing changed up to now. Not resent if lost.
+    fn send_quiet_marker(&mut self, peer: PeerId, stream: &PeerStream) {
+        let mut message = Vec::with_capacity(MutateHeader::MAX_LEN);
+        self.header(stream.snapshot_tick).encode(&mut message);
+        let _ = self.endpoint.send(
+            peer,
+            Channel::Unreliable,
+            KIND_MUTATE,
+            Bytes::from(message),
+            None,
+        );
     }
 
     /// Values `peer` has not acknowledged within the resend interval, encoded as they are now.
@@ -325,6 +354,7 @@ mod tests {
             MutateHeader {
                 tick: u32::MAX,
                 needs: u32::MAX,
+                time: u64::MAX,
             }
             .encode(&mut out);
             write_groups(&mut out, batch);
