@@ -3,6 +3,7 @@
 
 mod support;
 
+mod at_rest;
 mod authority;
 mod bad_input;
 mod browser;

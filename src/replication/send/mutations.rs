@@ -22,7 +22,9 @@ pub(super) type ValueKey = (Entity, u16);
 /// A value sent to a peer and not acknowledged yet.
 #[derive(Debug, Clone, Copy)]
 struct Unacked {
+    /// The tick it last changed: any message of this tick or later carried it as it is.
     tick: u32,
+    /// When it last went out (first sent, or resent).
     sent_at: Duration,
 }
 
@@ -70,14 +72,17 @@ impl PeerStream {
         }
     }
 
-    /// An acknowledged value needs no resend; a lost one is due at once.
+    /// An acknowledged value needs no resend; a lost one is due at once. Any message that went
+    /// out since the value last changed carried it as it is, so the ack of an earlier resend
+    /// counts as much as the latest one's (otherwise a value that stopped changing would be
+    /// resent forever whenever acks take longer than the resend interval).
     pub(super) fn delivered(&mut self, token: u64, delivery: Delivery) {
         let Some(in_flight) = self.in_flight.remove(&token) else {
             return;
         };
         for key in in_flight.values {
             if let Some(unacked) = self.unacked.get_mut(&key)
-                && unacked.tick == in_flight.tick
+                && unacked.tick <= in_flight.tick
             {
                 match delivery {
                     Delivery::Delivered => {
@@ -190,13 +195,21 @@ impl MutationTick<'_> {
                     .map(|entry| (entry.entity, entry.component))
                     .collect();
                 for key in &values {
-                    stream.unacked.insert(
-                        *key,
-                        Unacked {
-                            tick: self.tick,
-                            sent_at: self.now,
-                        },
-                    );
+                    match stream.unacked.get_mut(key) {
+                        // A resend: the value is the one that changed at its tick.
+                        Some(unacked) if !self.changed_keys.contains(key) => {
+                            unacked.sent_at = self.now;
+                        }
+                        _ => {
+                            stream.unacked.insert(
+                                *key,
+                                Unacked {
+                                    tick: self.tick,
+                                    sent_at: self.now,
+                                },
+                            );
+                        }
+                    }
                 }
                 stream.in_flight.insert(
                     token,
@@ -368,6 +381,47 @@ mod tests {
         assert!(
             batches.len() <= 4,
             "about eleven 101-byte entries per packet"
+        );
+    }
+
+    #[test]
+    fn the_ack_of_an_earlier_resend_settles_a_value_that_stopped_changing() {
+        let key = (Entity::PLACEHOLDER, 3);
+        let mut stream = PeerStream::default();
+        // Changed at tick 5 and sent; resent at ticks 7 and 9 before any ack came back.
+        stream.unacked.insert(
+            key,
+            Unacked {
+                tick: 5,
+                sent_at: Duration::from_millis(90),
+            },
+        );
+        for (token, tick) in [(1, 5), (2, 7), (3, 9)] {
+            stream.in_flight.insert(
+                token,
+                InFlight {
+                    tick,
+                    values: vec![key],
+                },
+            );
+        }
+        stream.delivered(1, Delivery::Delivered);
+        assert!(
+            stream.unacked.is_empty(),
+            "the first ack carried the value as it still is: no more resends"
+        );
+        // A value that changed after the acked message is still owed.
+        stream.unacked.insert(
+            key,
+            Unacked {
+                tick: 10,
+                sent_at: Duration::ZERO,
+            },
+        );
+        stream.delivered(3, Delivery::Delivered);
+        assert!(
+            stream.unacked.contains_key(&key),
+            "tick 9 did not carry the tick-10 value"
         );
     }
 }
