@@ -1,8 +1,11 @@
 //! Typed messages between peers: any serde type, on the channel chosen at registration.
 
+mod mapped;
+
 use std::any::type_name;
 use std::marker::PhantomData;
 
+use bevy::ecs::entity::MapEntities;
 use bevy::ecs::system::SystemParam;
 use bevy::prelude::*;
 use bytes::Bytes;
@@ -16,6 +19,9 @@ use crate::net::{ConnectedPeers, KindQueues, NetEndpoint, PeersyncSystems, rejec
 use crate::peer::PeerId;
 use crate::protocol::ProtocolRegistry;
 use crate::wire::{decode_serde, encode_serde};
+
+pub(crate) use self::mapped::EntityTranslation;
+use self::mapped::{GROWTH_PER_ENTITY, MappedHooks, receive_mapped, translate_outgoing};
 
 /// Types that can travel as peer messages.
 pub trait PeerMessage: Serialize + DeserializeOwned + Send + Sync + 'static {}
@@ -76,6 +82,8 @@ pub(crate) struct PeerOutbox<M> {
     pending: Vec<(PeerId, Bytes)>,
     /// For [`Target::Host`]: resolved when sent.
     to_host: Vec<Bytes>,
+    /// For a type with `Entity` fields: how to reach them (translated when sent).
+    mapped: Option<MappedHooks<M>>,
     _message: PhantomData<fn() -> M>,
 }
 
@@ -95,9 +103,19 @@ impl<M: PeerMessage> PeerMessageWriter<'_, M> {
     /// is not connected.
     pub fn send(&mut self, target: impl Into<Target>, message: &M) -> Result<(), SendError> {
         let body = encode_serde(message).map_err(SendError::Encode)?;
-        if body.len() > self.outbox.max_size {
+        // Entities become net ids when the message goes out, which may take more bytes: the
+        // check counts the most they can take, so it can answer now.
+        let growth = match self.outbox.mapped {
+            Some(hooks) => {
+                let mut copy = decode_serde::<M>(&body).map_err(SendError::Encode)?;
+                hooks.count(&mut copy) * GROWTH_PER_ENTITY
+            }
+            None => 0,
+        };
+        let size = body.len() + growth;
+        if size > self.outbox.max_size {
             return Err(SendError::TooLarge {
-                size: body.len(),
+                size,
                 max: self.outbox.max_size,
                 channel: self.outbox.channel,
             });
@@ -146,11 +164,72 @@ pub trait PeerMessageAppExt {
     /// read `MessageReader<FromPeer<M>>`. Every peer must register the same messages in the
     /// same order (checked when peers connect).
     fn add_peer_message<M: PeerMessage>(&mut self, channel: Channel) -> &mut Self;
+
+    /// Registers `M`, a message with `Entity` fields (it implements [`MapEntities`]), so that
+    /// they arrive as the receiver's entities: an entity the sender replicates arrives as the
+    /// receiver's copy of it; one whose spawn has not arrived yet as an empty entity that the
+    /// spawn fills (as references in replicated components do); one the sender does not
+    /// replicate as `Entity::PLACEHOLDER`.
+    ///
+    /// ```
+    /// use bevy::ecs::entity::MapEntities;
+    /// use bevy::prelude::*;
+    /// use bevy_peersync::prelude::*;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// /// "I picked up this coin."
+    /// #[derive(Serialize, Deserialize, MapEntities)]
+    /// struct Pickup {
+    ///     #[entities]
+    ///     coin: Entity,
+    /// }
+    ///
+    /// App::new()
+    ///     .add_plugins((MinimalPlugins, PeersyncPlugin::default()))
+    ///     .add_mapped_peer_message::<Pickup>(Channel::Reliable);
+    /// ```
+    fn add_mapped_peer_message<M: PeerMessage + MapEntities>(
+        &mut self,
+        channel: Channel,
+    ) -> &mut Self;
 }
 
 impl PeerMessageAppExt for App {
     fn add_peer_message<M: PeerMessage>(&mut self, channel: Channel) -> &mut Self {
-        let world = self.world_mut();
+        register::<M>(self, channel, None)
+            .add_systems(
+                PreUpdate,
+                receive_messages::<M>.in_set(PeersyncSystems::Receive),
+            )
+            .add_systems(PostUpdate, send_messages::<M>.in_set(PeersyncSystems::Send))
+    }
+
+    fn add_mapped_peer_message<M: PeerMessage + MapEntities>(
+        &mut self,
+        channel: Channel,
+    ) -> &mut Self {
+        register::<M>(self, channel, Some(MappedHooks::new()))
+            .add_systems(
+                PreUpdate,
+                receive_mapped::<M>.in_set(PeersyncSystems::Receive),
+            )
+            .add_systems(
+                PostUpdate,
+                (translate_outgoing::<M>, send_messages::<M>)
+                    .chain()
+                    .in_set(PeersyncSystems::Send),
+            )
+    }
+}
+
+/// What both registrations share: the kind, the protocol entry, the outbox, the Bevy message.
+fn register<M: PeerMessage>(
+    app: &mut App,
+    channel: Channel,
+    mapped: Option<MappedHooks<M>>,
+) -> &mut App {
+    {
+        let world = app.world_mut();
         assert!(
             world.contains_resource::<KindQueues>(),
             "add PeersyncPlugin before registering peer messages"
@@ -161,9 +240,11 @@ impl PeerMessageAppExt for App {
             type_name::<M>()
         );
         let kind = world.resource_mut::<KindQueues>().register_app_kind();
-        world
-            .resource_mut::<ProtocolRegistry>()
-            .push(format!("message:{}:{channel:?}", type_name::<M>()));
+        world.resource_mut::<ProtocolRegistry>().push(format!(
+            "message:{}:{channel:?}{}",
+            type_name::<M>(),
+            if mapped.is_some() { ":mapped" } else { "" }
+        ));
         let config = &world.resource::<NetEndpoint>().0.config;
         let max_size = match channel {
             Channel::Reliable => config.max_message_size,
@@ -175,15 +256,11 @@ impl PeerMessageAppExt for App {
             max_size,
             pending: Vec::new(),
             to_host: Vec::new(),
+            mapped,
             _message: PhantomData,
         });
-        self.add_message::<FromPeer<M>>()
-            .add_systems(
-                PreUpdate,
-                receive_messages::<M>.in_set(PeersyncSystems::Receive),
-            )
-            .add_systems(PostUpdate, send_messages::<M>.in_set(PeersyncSystems::Send))
     }
+    app.add_message::<FromPeer<M>>()
 }
 
 fn receive_messages<M: PeerMessage>(

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 use bevy::prelude::*;
 
 use crate::identity::PlayerIdentity;
+use crate::messages::EntityTranslation;
 use crate::net::{NetPlugin, PeerSocket};
 use crate::replication::ReplicationPlugin;
 use crate::session::SessionConfig;
@@ -69,7 +70,12 @@ impl Plugin for PeersyncPlugin {
             identity: self.identity.clone(),
             socket: Mutex::new(socket),
         })
-        .add_plugins(ReplicationPlugin);
+        .add_plugins(ReplicationPlugin)
+        // Messages with entity fields translate them through replication's net ids.
+        .insert_resource(EntityTranslation {
+            to_net: crate::replication::entity_to_net_now,
+            to_local: crate::replication::entity_to_local,
+        });
     }
 }
 

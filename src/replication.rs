@@ -45,6 +45,7 @@ pub use self::interpolation::{
 use self::local_changes::{LocalChanges, forget_gone, on_unreplicated};
 pub use self::net_ids::NetEntities;
 use self::net_ids::NetIds;
+pub(crate) use self::net_ids::{entity_to_local, entity_to_net_now};
 use self::ownership::Ownership;
 use self::registry::ReplicationRegistry;
 pub use self::transform::TransformCodec;

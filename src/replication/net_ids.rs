@@ -200,6 +200,55 @@ impl NetEntities<'_> {
     }
 }
 
+/// A local entity as the `Entity` form of its net id (how entity references travel), or
+/// `Entity::PLACEHOLDER` when it is not replicated.
+pub(crate) fn entity_to_net(world: &World, entity: Entity) -> Entity {
+    world
+        .get::<super::NetId>(entity)
+        .and_then(|id| Entity::try_from_bits(id.0))
+        .unwrap_or(Entity::PLACEHOLDER)
+}
+
+/// For a message leaving this peer: like [`entity_to_net`], but an entity spawned here this
+/// frame, replicated and not sent yet, gets its net id now (the send side announces it under
+/// that id), so a message may name an entity in the frame it is spawned.
+pub(crate) fn entity_to_net_now(world: &mut World, entity: Entity) -> Entity {
+    let net = entity_to_net(world, entity);
+    if net != Entity::PLACEHOLDER {
+        return net;
+    }
+    let ours = world.get_entity(entity).is_ok_and(|e| {
+        e.contains::<super::Replicated>() && e.get::<super::Owner>().is_none_or(|o| o.is_local())
+    });
+    if !ours {
+        return Entity::PLACEHOLDER;
+    }
+    let id = world.resource_mut::<NetIds>().allocate();
+    world.entity_mut(entity).insert(super::NetId(id));
+    world.resource_mut::<NetIds>().bind(id, entity);
+    Entity::try_from_bits(id).unwrap_or(Entity::PLACEHOLDER)
+}
+
+/// A reference `sender` made (the `Entity` form of a net id) as this world's entity: the one
+/// bound to the id, or a reservation that the id's spawn fills when it arrives (at most
+/// [`ReplicationConfig::max_unresolved_references`](super::ReplicationConfig) per sender);
+/// `Entity::PLACEHOLDER` past that.
+pub(crate) fn entity_to_local(world: &mut World, sender: PeerId, net: Entity) -> Entity {
+    if net == Entity::PLACEHOLDER {
+        return net;
+    }
+    let now = world.resource::<Time<bevy::time::Real>>().elapsed();
+    let limit = world
+        .resource::<super::ReplicationConfig>()
+        .max_unresolved_references;
+    world.resource_scope(|world, mut ids: Mut<NetIds>| {
+        ids.reserve(sender, net.to_bits(), now, limit, || {
+            world.spawn_empty().id()
+        })
+        .unwrap_or(Entity::PLACEHOLDER)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

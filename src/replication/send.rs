@@ -509,8 +509,5 @@ impl Tick<'_> {
 
 /// Maps local entities to the `Entity` form of their net id, for mapped components.
 fn net_form(world: &World, entity: Entity) -> Entity {
-    world
-        .get::<NetId>(entity)
-        .and_then(|id| Entity::try_from_bits(id.0))
-        .unwrap_or(Entity::PLACEHOLDER)
+    super::net_ids::entity_to_net(world, entity)
 }

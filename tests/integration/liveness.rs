@@ -1,6 +1,7 @@
 //! A peer that stops running (SIGSTOP: a hung process, a frozen laptop) is dropped by the others
 //! within the peer timeout, not after the lobby's 30 s idle timeout; the world moves to a new
-//! host; and when the stopped peer runs again it rejoins the room as a new player.
+//! host; and when the stopped peer runs again it rejoins the room and comes back as the same
+//! player. A killed host is replaced within a lobby round trip.
 
 use std::time::Duration;
 
@@ -43,28 +44,8 @@ fn last_summary(lines: &[String]) -> Option<Summary> {
 fn a_stopped_host_is_replaced_within_seconds_and_rejoins_when_it_runs_again() {
     let lobby = LobbyThread::spawn(LobbyConfig::local()).unwrap();
     let url = format!("ws://{}", lobby.local_addr());
-    let mut demos: Vec<Watched> = (0..3)
-        .map(|_| start_demo(&url, "liveness-test", 120))
-        .collect();
-    poll_output(
-        &mut demos,
-        Duration::from_secs(60),
-        "each demo should see 3 players and agree on the host",
-        |demos| {
-            let hosts: Vec<_> = demos
-                .iter()
-                .filter_map(|d| last_summary(&d.seen))
-                .filter(|s| s.players == 3)
-                .map(|s| s.host)
-                .collect();
-            hosts.len() == 3 && hosts[0] != "-" && hosts.iter().all(|h| *h == hosts[0])
-        },
-    );
-    let host = last_summary(&demos[0].seen).unwrap().host;
-    let stopped = demos
-        .iter()
-        .position(|d| last_summary(&d.seen).is_some_and(|s| s.me == host))
-        .expect("the host is one of the demos");
+    let (mut demos, stopped) = three_demos(&url, "liveness-test");
+    let host = last_summary(&demos[stopped].seen).unwrap().host;
 
     demos[stopped].signal("STOP");
     let marks: Vec<usize> = demos.iter().map(|d| d.seen.len()).collect();
@@ -122,4 +103,60 @@ fn a_stopped_host_is_replaced_within_seconds_and_rejoins_when_it_runs_again() {
         },
     );
     eprintln!("the stopped host was back as the same player {took:?} after it ran again");
+}
+
+/// Three demos that agree on a host; returns them and the host's index.
+fn three_demos(url: &str, room: &str) -> (Vec<Watched>, usize) {
+    let mut demos: Vec<Watched> = (0..3).map(|_| start_demo(url, room, 120)).collect();
+    poll_output(
+        &mut demos,
+        Duration::from_secs(60),
+        "each demo should see 3 players and agree on the host",
+        |demos| {
+            let hosts: Vec<_> = demos
+                .iter()
+                .filter_map(|d| last_summary(&d.seen))
+                .filter(|s| s.players == 3)
+                .map(|s| s.host)
+                .collect();
+            hosts.len() == 3 && hosts[0] != "-" && hosts.iter().all(|h| *h == hosts[0])
+        },
+    );
+    let host = last_summary(&demos[0].seen).unwrap().host;
+    let index = demos
+        .iter()
+        .position(|d| last_summary(&d.seen).is_some_and(|s| s.me == host))
+        .expect("the host is one of the demos");
+    (demos, index)
+}
+
+#[test]
+fn a_killed_host_is_replaced_within_two_seconds() {
+    let lobby = LobbyThread::spawn(LobbyConfig::local()).unwrap();
+    let url = format!("ws://{}", lobby.local_addr());
+    let (mut demos, killed) = three_demos(&url, "kill-test");
+    let host = last_summary(&demos[killed].seen).unwrap().host;
+    demos[killed].signal("KILL");
+    let marks: Vec<usize> = demos.iter().map(|d| d.seen.len()).collect();
+    let took = poll_output(
+        &mut demos,
+        Duration::from_secs(5),
+        "the two running demos should notice the killed host's connection close, agree on a \
+         new host and have it run the ball",
+        |demos| {
+            demos
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != killed)
+                .all(|(i, d)| {
+                    d.since(marks[i])
+                        .iter()
+                        .any(|l| l.contains("lost its connection"))
+                        && last_summary(d.since(marks[i])).is_some_and(|s| {
+                            s.host != host && s.ball_owner.as_deref() == Some(s.host.as_str())
+                        })
+                })
+        },
+    );
+    eprintln!("the killed host was replaced after {took:?} (summaries print once a second)");
 }

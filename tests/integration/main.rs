@@ -19,6 +19,7 @@ mod interpolation;
 mod late_join;
 mod leave;
 mod liveness;
+mod mapped_messages;
 mod messages;
 mod net_entities;
 mod net_sim;
