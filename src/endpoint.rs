@@ -29,6 +29,11 @@ pub(crate) const FIRST_APP_KIND: u16 = 16;
 
 /// Kind of the goodbye a peer sends when it leaves on purpose (empty body).
 pub(crate) const KIND_GOODBYE: u16 = 4;
+/// Kind of an app message whose sender wants to hear it was read: varint app kind, varint
+/// ticket, then the message (unwrapped by the net layer).
+pub(crate) const KIND_TRACKED: u16 = 5;
+/// Kind of the answer to tracked messages: varint count, then that many varint tickets.
+pub(crate) const KIND_DELIVERED: u16 = 6;
 /// How long a peer has to say hello once its link is up.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -96,6 +101,8 @@ pub(crate) struct Received {
     pub(crate) channel: Channel,
     pub(crate) kind: u16,
     pub(crate) body: Bytes,
+    /// The sender asked to hear when this message was read: the ticket to answer with.
+    pub(crate) ticket: Option<u64>,
 }
 
 /// Every peer's session, keyed by peer.
@@ -341,6 +348,7 @@ impl Endpoint {
                     channel,
                     kind,
                     body,
+                    ticket: None,
                 }),
                 (HandshakeState::Refused | HandshakeState::Dropped, _) => return,
             }

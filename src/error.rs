@@ -26,6 +26,9 @@ pub enum SendError {
     Encode(String),
     /// Sent to the host while this peer is not in a room (no host to send to).
     NotInRoom,
+    /// Only messages on the reliable channel can be tracked (a lost unreliable one would never
+    /// be answered).
+    NotReliable,
 }
 
 impl fmt::Display for SendError {
@@ -38,6 +41,9 @@ impl fmt::Display for SendError {
             SendError::UnknownPeer(peer) => write!(f, "no connected peer {peer}"),
             SendError::Encode(error) => write!(f, "could not encode message: {error}"),
             SendError::NotInRoom => f.write_str("not in a room, so there is no host"),
+            SendError::NotReliable => {
+                f.write_str("only messages on the reliable channel can be tracked")
+            }
         }
     }
 }

@@ -36,7 +36,10 @@ use replication::{HandToHostOnLeave, HostOwned, Owner};
 pub use channel::Channel;
 pub use error::{InputError, SendError};
 pub use identity::{PlayerId, PlayerIdentity};
-pub use messages::{FromPeer, PeerMessage, PeerMessageAppExt, PeerMessageWriter, Target};
+pub use messages::{
+    DeliveryOutcome, DeliveryReport, FromPeer, MessageTicket, PeerMessage, PeerMessageAppExt,
+    PeerMessageWriter, Target,
+};
 pub use net::{
     ConnectedPeers, DisconnectReason, HostChanged, Peer, PeerConnected, PeerDisconnected,
     PeerInputRejected, PeerRefused, PeerResumed, PeerSocket, PeerStats, PeersyncDiagnostics,

@@ -1,6 +1,7 @@
 //! Typed messages between peers: any serde type, on the channel chosen at registration.
 
 mod mapped;
+mod tracked;
 
 use std::any::type_name;
 use std::marker::PhantomData;
@@ -13,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::channel::Channel;
-use crate::endpoint::Received;
+use crate::endpoint::{KIND_TRACKED, Received};
 use crate::error::{InputError, SendError};
 use crate::net::{ConnectedPeers, KindQueues, NetEndpoint, PeersyncSystems, reject_input};
 use crate::peer::PeerId;
@@ -22,6 +23,9 @@ use crate::wire::{decode_serde, encode_serde};
 
 pub(crate) use self::mapped::EntityTranslation;
 use self::mapped::{GROWTH_PER_ENTITY, MappedHooks, receive_mapped, translate_outgoing};
+use self::tracked::Deliveries;
+pub(crate) use self::tracked::build as build_delivery_reports;
+pub use self::tracked::{DeliveryOutcome, DeliveryReport, MessageTicket};
 
 /// Types that can travel as peer messages.
 pub trait PeerMessage: Serialize + DeserializeOwned + Send + Sync + 'static {}
@@ -50,8 +54,9 @@ pub enum Target {
     /// Whoever is host when the frame's messages go out (at the end of `PostUpdate`): this
     /// peer itself when it is the host (the message then arrives here on the next frame, as
     /// [`FromPeer`] with this peer's id), so a game needs no separate path for the host. A
-    /// reliable message already sent to a host that then dies is lost with it; ask again when
-    /// [`HostChanged`](crate::HostChanged) says the host changed.
+    /// message already sent to a host that then dies may be lost with it: send it with
+    /// [`PeerMessageWriter::send_tracked`] to hear so (a [`DeliveryReport`] with
+    /// `PeerLeft`), and send it again, to the new host.
     Host,
 }
 
@@ -79,12 +84,22 @@ pub(crate) struct PeerOutbox<M> {
     kind: u16,
     channel: Channel,
     max_size: usize,
-    pending: Vec<(PeerId, Bytes)>,
+    pending: Vec<(PeerId, Outgoing)>,
     /// For [`Target::Host`]: resolved when sent.
-    to_host: Vec<Bytes>,
+    to_host: Vec<Outgoing>,
+    /// Tracked messages of this type sent so far (tickets count them, under the kind).
+    tracked: u64,
     /// For a type with `Entity` fields: how to reach them (translated when sent).
     mapped: Option<MappedHooks<M>>,
     _message: PhantomData<fn() -> M>,
+}
+
+/// One encoded message waiting to go out.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    body: Bytes,
+    /// Set for [`PeerMessageWriter::send_tracked`].
+    ticket: Option<u64>,
 }
 
 /// Sends messages of type `M` to peers.
@@ -102,6 +117,30 @@ impl<M: PeerMessage> PeerMessageWriter<'_, M> {
     /// Sends `message` to `target`. Nothing is sent if the message is too large or a named peer
     /// is not connected.
     pub fn send(&mut self, target: impl Into<Target>, message: &M) -> Result<(), SendError> {
+        self.queue(target.into(), message, None)
+    }
+
+    /// Sends `message` to `target`, and reports to this peer, once per recipient, whether it
+    /// was read: a [`DeliveryReport`] with this ticket, `Delivered` when the recipient's app has
+    /// decoded it, `PeerLeft` when the recipient left first (for [`Target::Host`], that is the
+    /// moment to send it again, to the new host). Reliable messages only: a lost unreliable
+    /// message would never be answered.
+    pub fn send_tracked(
+        &mut self,
+        target: impl Into<Target>,
+        message: &M,
+    ) -> Result<MessageTicket, SendError> {
+        if self.outbox.channel != Channel::Reliable {
+            return Err(SendError::NotReliable);
+        }
+        self.outbox.tracked += 1;
+        // Unique across types: the kind above, a count below.
+        let ticket = (u64::from(self.outbox.kind) << 48) | (self.outbox.tracked & ((1 << 48) - 1));
+        self.queue(target.into(), message, Some(ticket))?;
+        Ok(MessageTicket(ticket))
+    }
+
+    fn queue(&mut self, target: Target, message: &M, ticket: Option<u64>) -> Result<(), SendError> {
         let body = encode_serde(message).map_err(SendError::Encode)?;
         // Entities become net ids when the message goes out, which may take more bytes: the
         // check counts the most they can take, so it can answer now.
@@ -120,33 +159,36 @@ impl<M: PeerMessage> PeerMessageWriter<'_, M> {
                 channel: self.outbox.channel,
             });
         }
-        let body = Bytes::from(body);
+        let out = Outgoing {
+            body: Bytes::from(body),
+            ticket,
+        };
         let pending = &mut self.outbox.pending;
-        match target.into() {
-            Target::All => pending.extend(self.peers.ids().map(|peer| (peer, body.clone()))),
+        match target {
+            Target::All => pending.extend(self.peers.ids().map(|peer| (peer, out.clone()))),
             Target::AllExcept(except) => pending.extend(
                 self.peers
                     .ids()
                     .filter(|peer| *peer != except)
-                    .map(|peer| (peer, body.clone())),
+                    .map(|peer| (peer, out.clone())),
             ),
             Target::Peer(peer) => {
                 if !self.peers.contains(peer) {
                     return Err(SendError::UnknownPeer(peer));
                 }
-                pending.push((peer, body));
+                pending.push((peer, out));
             }
             Target::Peers(peers) => {
                 if let Some(missing) = peers.iter().find(|peer| !self.peers.contains(**peer)) {
                     return Err(SendError::UnknownPeer(*missing));
                 }
-                pending.extend(peers.into_iter().map(|peer| (peer, body.clone())));
+                pending.extend(peers.into_iter().map(|peer| (peer, out.clone())));
             }
             Target::Host => {
                 if self.peers.host().is_none() {
                     return Err(SendError::NotInRoom);
                 }
-                self.outbox.to_host.push(body);
+                self.outbox.to_host.push(out);
             }
         }
         Ok(())
@@ -256,6 +298,7 @@ fn register<M: PeerMessage>(
             max_size,
             pending: Vec::new(),
             to_host: Vec::new(),
+            tracked: 0,
             mapped,
             _message: PhantomData,
         });
@@ -265,13 +308,18 @@ fn register<M: PeerMessage>(
 
 fn receive_messages<M: PeerMessage>(
     outbox: Res<PeerOutbox<M>>,
+    peers: Res<ConnectedPeers>,
     mut queues: ResMut<KindQueues>,
+    mut deliveries: ResMut<Deliveries>,
     mut writer: MessageWriter<FromPeer<M>>,
     mut commands: Commands,
 ) {
     for received in queues.take(outbox.kind) {
         match decode_serde::<M>(&received.body) {
             Ok(message) => {
+                if let Some(ticket) = received.ticket {
+                    deliveries.read(received.peer, ticket, peers.local_id());
+                }
                 writer.write(FromPeer {
                     peer: received.peer,
                     message,
@@ -289,16 +337,42 @@ fn receive_messages<M: PeerMessage>(
     }
 }
 
+/// A tracked message travels under its own kind, with the app kind and the ticket in front.
+fn wrap_tracked(kind: u16, ticket: u64, body: &Bytes) -> Bytes {
+    let mut wrapped = Vec::with_capacity(body.len() + 12);
+    crate::wire::put_varint(&mut wrapped, u64::from(kind));
+    crate::wire::put_varint(&mut wrapped, ticket);
+    wrapped.extend_from_slice(body);
+    Bytes::from(wrapped)
+}
+
 fn send_messages<M: PeerMessage>(
     mut outbox: ResMut<PeerOutbox<M>>,
     mut endpoint: ResMut<NetEndpoint>,
     peers: Res<ConnectedPeers>,
     mut queues: ResMut<KindQueues>,
+    mut deliveries: ResMut<Deliveries>,
 ) {
     let (kind, channel) = (outbox.kind, outbox.channel);
-    for (peer, body) in outbox.pending.drain(..) {
-        // Fails only if the peer left since the message was queued: nobody to send it to.
-        let _ = endpoint.0.send(peer, channel, kind, body, None);
+    let mut send = |endpoint: &mut NetEndpoint, peer: PeerId, out: Outgoing| {
+        let sent = match out.ticket {
+            None => endpoint.0.send(peer, channel, kind, out.body, None),
+            Some(ticket) => {
+                let wrapped = wrap_tracked(kind, ticket, &out.body);
+                let sent = endpoint.0.send(peer, channel, KIND_TRACKED, wrapped, None);
+                match sent {
+                    Ok(()) => deliveries.sent(peer, ticket, type_name::<M>()),
+                    Err(_) => deliveries.not_sent(peer, ticket, type_name::<M>()),
+                }
+                sent
+            }
+        };
+        // Fails only if the peer left since the message was queued: nobody to send it to (a
+        // tracked message is reported so).
+        let _ = sent;
+    };
+    for (peer, out) in std::mem::take(&mut outbox.pending) {
+        send(&mut endpoint, peer, out);
     }
     if outbox.to_host.is_empty() {
         return;
@@ -306,20 +380,24 @@ fn send_messages<M: PeerMessage>(
     let to_host = std::mem::take(&mut outbox.to_host);
     match (peers.host(), peers.local_id()) {
         (Some(host), Some(local)) if host == local => {
-            for body in to_host {
+            for out in to_host {
+                if let Some(ticket) = out.ticket {
+                    deliveries.sent(local, ticket, type_name::<M>());
+                }
                 let message = Received {
                     peer: local,
                     channel,
                     kind,
-                    body,
+                    body: out.body,
+                    ticket: out.ticket,
                 };
                 // The kind is registered (this outbox exists), so the queue takes it.
                 let _ = queues.push(message);
             }
         }
         (Some(host), _) => {
-            for body in to_host {
-                let _ = endpoint.0.send(host, channel, kind, body, None);
+            for out in to_host {
+                send(&mut endpoint, host, out);
             }
         }
         (None, _) => tracing::warn!(

@@ -30,7 +30,7 @@ pub use self::peers::{ConnectedPeers, Peer, PeerStats};
 pub(crate) use self::queues::KindQueues;
 pub use self::socket::PeerSocket;
 use crate::channel::Channel;
-use crate::endpoint::{Disconnect, Endpoint, EndpointEvent};
+use crate::endpoint::{Disconnect, Endpoint, EndpointEvent, FIRST_APP_KIND, KIND_TRACKED};
 use crate::error::InputError;
 use crate::identity::PlayerIdentity;
 use crate::membership::{KIND_MEMBERSHIP, Membership, MembershipEvent};
@@ -190,11 +190,36 @@ fn feed_endpoint(
     for packet in io.incoming.drain(..) {
         endpoint.handle_packet(now, &packet, &mut received);
     }
-    for message in received {
+    for mut message in received {
+        if message.kind == KIND_TRACKED {
+            match unwrap_tracked(&message.body) {
+                Ok((kind, ticket, body)) => {
+                    message.kind = kind;
+                    message.ticket = Some(ticket);
+                    message.body = body;
+                }
+                Err(error) => {
+                    endpoint.reject(message.peer, InputError::Malformed(error));
+                    continue;
+                }
+            }
+        }
         if let Err(message) = queues.push(message) {
             endpoint.reject(message.peer, InputError::UnknownKind(message.kind));
         }
     }
+}
+
+/// A tracked app message: its app kind, its ticket, and the message itself.
+fn unwrap_tracked(body: &bytes::Bytes) -> Result<(u16, u64, bytes::Bytes), crate::wire::WireError> {
+    let mut reader = crate::wire::Reader::new(body);
+    let kind = reader.varint_max(u64::from(crate::session::MAX_KIND), "tracked kind")? as u16;
+    if kind < FIRST_APP_KIND {
+        return Err(crate::wire::WireError::OutOfRange("tracked kind"));
+    }
+    let ticket = reader.varint()?;
+    let start = body.len() - reader.remaining();
+    Ok((kind, ticket, body.slice(start..)))
 }
 
 /// Turns the endpoint's events into peer entities and observer events, and refreshes each

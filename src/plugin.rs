@@ -71,6 +71,7 @@ impl Plugin for PeersyncPlugin {
             socket: Mutex::new(socket),
         })
         .add_plugins(ReplicationPlugin)
+        .add_plugins(crate::messages::build_delivery_reports)
         // Messages with entity fields translate them through replication's net ids.
         .insert_resource(EntityTranslation {
             to_net: crate::replication::entity_to_net_now,

@@ -1,6 +1,6 @@
 //! What the windowed demo draws: the arena, the squares in their owners' colours, the ball, and an
-//! overlay with this peer's id, the host, and each peer's round trip, interpolation delay, loss
-//! and bandwidth.
+//! overlay with this peer's id, the host, and each peer's round trip, jitter, clock offset,
+//! interpolation delay, loss and bandwidth.
 
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
@@ -197,8 +197,16 @@ fn update_overlay(
                 delay.buffer.as_secs_f64() * 1000.0
             )
         });
+        let jitter = stats.jitter.map_or("  -  ".to_owned(), |jitter| {
+            format!("{:4.1} ms", jitter.as_secs_f64() * 1000.0)
+        });
+        // Its clock minus ours: what the interpolation maps its timestamps with.
+        let offset = stats.clock_offset.map_or("   -   ".to_owned(), |offset| {
+            format!("{:+7.1} ms", offset * 1000.0)
+        });
         lines.push(format!(
-            "{}  rtt {rtt}  shown {shown} late  loss {:4.1}%  up {:5.1} kbit/s  down {:5.1} kbit/s",
+            "{}  rtt {rtt}  jitter {jitter}  clock {offset}  shown {shown} late  loss {:4.1}%  \
+             up {:5.1} kbit/s  down {:5.1} kbit/s",
             short(peer.id),
             stats.packet_loss * 100.0,
             stats.sent_bytes_per_sec * 8.0 / 1000.0,

@@ -14,7 +14,8 @@ const SIGNING_CONTEXT: &[u8] = b"bevy_peersync hello";
 /// Bumped whenever the framing or the library's own messages change incompatibly. 2: acks
 /// carry their delay, and unreliable packets may carry the sender's clock. 3: the hello carries
 /// the player identity. 4: mutation messages carry their owner's clock (for interpolation).
-pub(crate) const WIRE_VERSION: u16 = 4;
+/// 5: tracked messages and their answers (library kinds 5 and 6).
+pub(crate) const WIRE_VERSION: u16 = 5;
 
 /// What a hello says, once checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

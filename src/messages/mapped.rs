@@ -94,11 +94,11 @@ pub(super) fn translate_outgoing<M: PeerMessage>(world: &mut World) {
             encode_serde(&message).map_or_else(|_| body.clone(), Bytes::from)
         };
         let outbox = &mut *outbox;
-        for (_, body) in &mut outbox.pending {
-            *body = translate(world, body);
+        for (_, out) in &mut outbox.pending {
+            out.body = translate(world, &out.body);
         }
-        for body in &mut outbox.to_host {
-            *body = translate(world, body);
+        for out in &mut outbox.to_host {
+            out.body = translate(world, &out.body);
         }
     });
 }
@@ -119,6 +119,12 @@ pub(super) fn receive_mapped<M: PeerMessage>(world: &mut World) {
         let sender = message.peer;
         match decode_serde::<M>(&message.body) {
             Ok(mut decoded) => {
+                if let Some(ticket) = message.ticket {
+                    let local = world.resource::<crate::net::ConnectedPeers>().local_id();
+                    world
+                        .resource_mut::<super::Deliveries>()
+                        .read(sender, ticket, local);
+                }
                 (hooks.map)(&mut decoded, &mut |entity| match translation {
                     Some(translation) if entity != Entity::PLACEHOLDER => {
                         (translation.to_local)(world, sender, entity)

@@ -10,6 +10,7 @@ mod browser;
 mod churn;
 mod connection;
 mod convergence;
+mod delivery;
 mod demo_headless;
 mod entity_mapping;
 mod host_election;
