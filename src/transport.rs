@@ -108,4 +108,13 @@ pub trait Transport: Send + Sync + 'static {
     fn rejoin(&mut self) -> bool {
         false
     }
+
+    /// Whether a connected peer's traffic goes through a TURN relay. A relay costs the
+    /// operator bandwidth and players latency, and NAT trouble is otherwise invisible: the game
+    /// may want to show it, and the NAT tests prove with it that TURN, not luck, connected
+    /// them. `None` while unknown (WebRTC reports the path about a second after connecting) and
+    /// for transports without relays (the default).
+    fn relayed(&self, _peer: PeerId) -> Option<bool> {
+        None
+    }
 }

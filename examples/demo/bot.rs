@@ -1,5 +1,6 @@
 //! A bot: steers its square along a path and reports what it sees, for headless runs and tests.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use bevy::prelude::*;
@@ -13,6 +14,8 @@ struct Report {
     timer: Timer,
     players: usize,
     heard: usize,
+    /// Whether each peer is reached through a TURN relay, once WebRTC says.
+    relayed: HashMap<PeerId, bool>,
 }
 
 pub fn plugin(app: &mut App) {
@@ -20,8 +23,9 @@ pub fn plugin(app: &mut App) {
         timer: Timer::new(Duration::from_secs(1), TimerMode::Repeating),
         players: 0,
         heard: 0,
+        relayed: HashMap::new(),
     })
-    .add_systems(Update, (steer, report));
+    .add_systems(Update, (steer, report, report_paths));
 }
 
 /// Circles around a point of its own, so several bots do not sit on top of each other.
@@ -86,5 +90,38 @@ fn report(
             "[bot {}] {seen} players, {ball}, host {host}",
             short(me)
         ));
+    }
+}
+
+/// Prints how each peer is reached when WebRTC tells (and when that changes): a relayed path
+/// is the one thing about NAT traversal a player cannot see, and the NAT tests read it.
+fn report_paths(
+    mut state: ResMut<Report>,
+    connected: Res<ConnectedPeers>,
+    socket: Option<Res<PeerSocket>>,
+    peers: Query<&Peer>,
+) {
+    let (Some(me), Some(socket)) = (connected.local_id(), socket) else {
+        return;
+    };
+    state
+        .relayed
+        .retain(|id, _| peers.iter().any(|p| p.id == *id));
+    for peer in &peers {
+        let Some(relayed) = socket.relayed(peer.id) else {
+            continue;
+        };
+        if state.relayed.insert(peer.id, relayed) != Some(relayed) {
+            let how = if relayed {
+                "THROUGH A RELAY"
+            } else {
+                "DIRECTLY"
+            };
+            say(format!(
+                "[bot {}] REACHES {} {how}",
+                short(me),
+                short(peer.id)
+            ));
+        }
     }
 }

@@ -5,8 +5,9 @@
 //! 127.0.0.1:3536 if none answers). Flags: `--room NAME`, `--lobby ws://HOST:PORT`,
 //! `--headless` (no window: a bot moves and prints what it sees), `--bots N` (N bots in this
 //! process too), `--quit-after SECONDS`, `--net-sim LOSS,LATENCY_MS,JITTER_MS` (this player's
-//! packets both ways go through a simulated bad network, e.g. `0.02,40,15`). In a browser, see
-//! the README.
+//! packets both ways go through a simulated bad network, e.g. `0.02,40,15`), `--stun URL` and
+//! `--turn URL` (ICE servers, repeatable, e.g. `stun:turn.example.com:3478`) with `--turn-user
+//! NAME --turn-pass PASSWORD` (see docs/turn.md). In a browser, see the README.
 
 mod bot;
 mod game;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use bevy::app::{AppExit, ScheduleRunnerPlugin};
 use bevy::prelude::*;
-use bevy_peersync::LinkConditioner;
+use bevy_peersync::{IceServers, LinkConditioner};
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -32,12 +33,13 @@ struct Options {
     bots: usize,
     quit_after: Option<f32>,
     net_sim: Option<LinkConditioner>,
+    ice: IceServers,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 fn usage() -> ! {
     eprintln!(
-        "usage: demo [--room NAME] [--lobby ws://HOST:PORT] [--headless] [--bots N] [--quit-after SECONDS] [--net-sim LOSS,LATENCY_MS,JITTER_MS]"
+        "usage: demo [--room NAME] [--lobby ws://HOST:PORT] [--headless] [--bots N] [--quit-after SECONDS] [--net-sim LOSS,LATENCY_MS,JITTER_MS] [--stun URL] [--turn URL --turn-user NAME --turn-pass PASSWORD]"
     );
     std::process::exit(2)
 }
@@ -51,6 +53,7 @@ fn options() -> Options {
         bots: 0,
         quit_after: None,
         net_sim: None,
+        ice: IceServers::default(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -78,6 +81,19 @@ fn options() -> Options {
                         .unwrap_or_else(|| usage()),
                 )
             }
+            "--stun" | "--turn" => {
+                let url = args.next().unwrap_or_else(|| usage());
+                // webrtc-rs would fail on a mistyped scheme only when the first peer connects.
+                let scheme = arg.trim_start_matches("--");
+                if !url.starts_with(&format!("{scheme}:"))
+                    && !url.starts_with(&format!("{scheme}s:"))
+                {
+                    usage()
+                }
+                options.ice.urls.push(url)
+            }
+            "--turn-user" => options.ice.username = Some(args.next().unwrap_or_else(|| usage())),
+            "--turn-pass" => options.ice.credential = Some(args.next().unwrap_or_else(|| usage())),
             _ => usage(),
         }
     }
@@ -124,6 +140,7 @@ fn options() -> Options {
         bots: 0,
         quit_after: None,
         net_sim: param("net-sim").and_then(|spec| parse_net_sim(&spec.replace("%2C", ","))),
+        ice: IceServers::default(),
     }
 }
 
@@ -146,11 +163,12 @@ fn main() {
     for _ in 0..options.bots {
         let url = room_url.clone();
         let quit_after = options.quit_after;
-        std::thread::spawn(move || headless_app(url, quit_after, None).run());
+        let ice = options.ice.clone();
+        std::thread::spawn(move || headless_app(url, quit_after, None, ice).run());
     }
 
     let exit = if options.headless {
-        let mut app = headless_app(room_url, options.quit_after, options.net_sim);
+        let mut app = headless_app(room_url, options.quit_after, options.net_sim, options.ice);
         // Logs go to stderr (one app per process may own the logger: bots above have none).
         app.add_plugins(bevy::log::LogPlugin {
             filter: format!("info,{}", bevy_peersync::WEBRTC_LOG_FILTER),
@@ -158,7 +176,7 @@ fn main() {
         });
         app.run()
     } else {
-        windowed_app(room_url, options.quit_after, options.net_sim).run()
+        windowed_app(room_url, options.quit_after, options.net_sim, options.ice).run()
     };
     if let AppExit::Error(code) = exit {
         std::process::exit(code.get().into());
@@ -179,21 +197,31 @@ fn quit_after(app: &mut App, seconds: Option<f32>) {
 }
 
 /// A bot without a window: steers along a path and prints what it sees.
-fn headless_app(room_url: String, seconds: Option<f32>, net_sim: Option<LinkConditioner>) -> App {
+fn headless_app(
+    room_url: String,
+    seconds: Option<f32>,
+    net_sim: Option<LinkConditioner>,
+    ice: IceServers,
+) -> App {
     let mut app = App::new();
     app.add_plugins(
         MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
             1.0 / 60.0,
         ))),
     );
-    net::plugin(&mut app, room_url, net_sim);
+    net::plugin(&mut app, room_url, net_sim, ice);
     game::plugin(&mut app);
     bot::plugin(&mut app);
     quit_after(&mut app, seconds);
     app
 }
 
-fn windowed_app(room_url: String, seconds: Option<f32>, net_sim: Option<LinkConditioner>) -> App {
+fn windowed_app(
+    room_url: String,
+    seconds: Option<f32>,
+    net_sim: Option<LinkConditioner>,
+    ice: IceServers,
+) -> App {
     let mut app = App::new();
     app.add_plugins(
         DefaultPlugins
@@ -216,7 +244,7 @@ fn windowed_app(room_url: String, seconds: Option<f32>, net_sim: Option<LinkCond
             }),
     )
     .insert_resource(ClearColor(Color::srgb(0.08, 0.08, 0.1)));
-    net::plugin(&mut app, room_url, net_sim);
+    net::plugin(&mut app, room_url, net_sim, ice);
     game::plugin(&mut app);
     view::plugin(&mut app);
     quit_after(&mut app, seconds);

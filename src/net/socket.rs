@@ -61,6 +61,11 @@ impl PeerSocket {
         }
     }
 
+    /// Whether a connected peer is reached through a TURN relay; see [`Transport::relayed`].
+    pub fn relayed(&self, peer: PeerId) -> Option<bool> {
+        self.transport.relayed(peer)
+    }
+
     /// Leaves the room on purpose: at the end of this frame (or of the next update, when called
     /// outside the frame loop) every peer is told goodbye, so it drops this player at once
     /// instead of keeping its entities for a resume, and the socket closes. The

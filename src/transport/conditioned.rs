@@ -185,6 +185,10 @@ impl<T: Transport> Transport for ConditionedTransport<T> {
         self.outgoing = Queue::default();
         self.inner.rejoin()
     }
+
+    fn relayed(&self, peer: PeerId) -> Option<bool> {
+        self.inner.relayed(peer)
+    }
 }
 
 #[cfg(test)]

@@ -427,6 +427,16 @@ impl Transport for MatchboxTransport {
         self.abandoned = 0;
         true
     }
+
+    fn relayed(&self, peer: PeerId) -> Option<bool> {
+        let phase = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        match &*phase {
+            Phase::Running { socket, .. } => {
+                socket.is_relayed(matchbox_socket::PeerId(peer.as_uuid()))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The message of a panic payload, for people to read.

@@ -22,6 +22,7 @@ mod leave;
 mod liveness;
 mod mapped_messages;
 mod messages;
+mod nat;
 mod net_entities;
 mod net_sim;
 mod network_figures;
