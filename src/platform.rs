@@ -76,3 +76,130 @@ pub(crate) fn unix_millis() -> u64 {
         js_sys::Date::now().max(0.0) as u64
     }
 }
+
+/// Whether a server (the lobby) answers TCP connections, checked from a thread of its own every
+/// `every`, so that a socket whose signaling connection died with the lobby can tell when the
+/// lobby is back. matchbox keeps existing links when signaling is lost but says nothing about it,
+/// and no new peer can reach a socket whose signaling is gone: knowing that the lobby went away
+/// and answers again is what lets the transport rejoin. In the browser there are no raw TCP
+/// connections: the probe never reports anything there.
+#[derive(Debug)]
+pub(crate) struct LobbyProbe {
+    shared: std::sync::Arc<ProbeShared>,
+}
+
+#[derive(Debug, Default)]
+struct ProbeShared {
+    stop: std::sync::atomic::AtomicBool,
+    /// Times the server answered again after not answering.
+    returns: std::sync::atomic::AtomicU64,
+}
+
+impl LobbyProbe {
+    /// Starts probing `host:port` (as in a `ws://host:port/room` URL; the scheme's port when
+    /// none is given). `None` when the URL names no host.
+    pub(crate) fn start(room_url: &str, every: std::time::Duration) -> Option<Self> {
+        let target = probe_target(room_url)?;
+        let shared = std::sync::Arc::new(ProbeShared::default());
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let watched = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("peersync-lobby-probe".to_owned())
+                .spawn(move || probe_loop(&target, every, &watched));
+            if let Err(error) = spawned {
+                tracing::warn!("cannot watch the lobby: {error}");
+                return None;
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = (target, every);
+        Some(Self { shared })
+    }
+
+    /// How many times the lobby answered again after an outage, so far.
+    pub(crate) fn returns(&self) -> u64 {
+        self.shared
+            .returns
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for LobbyProbe {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `host:port` of a `ws://` or `wss://` URL.
+fn probe_target(room_url: &str) -> Option<String> {
+    let (scheme, rest) = room_url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if authority.is_empty() {
+        return None;
+    }
+    let has_port = match authority.rsplit_once(':') {
+        Some((host, port)) => !host.ends_with(':') && port.parse::<u16>().is_ok(),
+        None => false,
+    };
+    let has_port = has_port && !(authority.starts_with('[') && authority.ends_with(']'));
+    if has_port {
+        Some(authority.to_owned())
+    } else {
+        let port = if scheme.eq_ignore_ascii_case("wss") {
+            443
+        } else {
+            80
+        };
+        Some(format!("{authority}:{port}"))
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn probe_loop(target: &str, every: std::time::Duration, shared: &ProbeShared) {
+    use std::net::{TcpStream, ToSocketAddrs};
+    use std::sync::atomic::Ordering;
+    let mut answered = true;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let answers = target.to_socket_addrs().is_ok_and(|mut addrs| {
+            addrs.any(|addr| {
+                TcpStream::connect_timeout(&addr, every.min(std::time::Duration::from_secs(1)))
+                    .is_ok()
+            })
+        });
+        if answers && !answered {
+            shared.returns.fetch_add(1, Ordering::Relaxed);
+        }
+        answered = answers;
+        // A probe's pace, not a synchronisation: the transport reads the count when it likes.
+        std::thread::sleep(every);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_targets_the_lobby_address() {
+        assert_eq!(
+            probe_target("ws://127.0.0.1:3536/room").as_deref(),
+            Some("127.0.0.1:3536")
+        );
+        assert_eq!(
+            probe_target("wss://lobby.example/room?next=2").as_deref(),
+            Some("lobby.example:443")
+        );
+        assert_eq!(
+            probe_target("ws://[::1]:9000/").as_deref(),
+            Some("[::1]:9000")
+        );
+        assert_eq!(probe_target("ws://[::1]/").as_deref(), Some("[::1]:80"));
+        assert_eq!(probe_target("not a url"), None);
+    }
+}

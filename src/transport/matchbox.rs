@@ -14,7 +14,7 @@ use matchbox_socket::{ChannelConfig, RtcIceServerConfig, WebRtcSocket, WebRtcSoc
 use super::{LinkEvent, Packet, SocketState, Transport, TransportIo};
 use crate::channel::Channel;
 use crate::peer::PeerId;
-use crate::platform::{Background, spawn_background};
+use crate::platform::{Background, LobbyProbe, spawn_background};
 
 /// ICE servers: how peers find a path to each other across NATs.
 ///
@@ -57,6 +57,14 @@ pub struct MatchboxConfig {
     /// otherwise leave one half-open connection per cycle behind on every other member; the
     /// lobby's join rate limits bound how fast that can happen. Default 128.
     pub max_abandoned_handshakes: usize,
+    /// How often to check that the lobby still answers (a TCP connection to its port, from a
+    /// thread of its own; native only). When the lobby dies, links to the peers already
+    /// connected stay up, but matchbox_socket has lost its signaling connection for good, so no
+    /// new player could reach this one: once the lobby answers again after an outage, the
+    /// socket rejoins the room (every peer does the same; players resume as themselves, see
+    /// [`PeerResumed`](crate::PeerResumed)). `None` turns this off. Default 2 s: one TCP
+    /// connection per player every two seconds for the lobby to accept and drop.
+    pub lobby_probe: Option<Duration>,
 }
 
 impl MatchboxConfig {
@@ -69,6 +77,7 @@ impl MatchboxConfig {
             signaling_attempts: Some(3),
             keep_alive: Some(Duration::from_secs(10)),
             max_abandoned_handshakes: 128,
+            lobby_probe: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -125,6 +134,10 @@ pub struct MatchboxTransport {
     rejoin_at: Option<Duration>,
     /// Since when the socket has been connected: after a while, earlier panics are forgiven.
     connected_since: Option<Duration>,
+    /// Watches the lobby (see [`MatchboxConfig::lobby_probe`]); started with the first socket.
+    probe: Option<LobbyProbe>,
+    /// The probe's count of lobby returns when the current socket joined.
+    returns_seen: u64,
 }
 
 /// Most packets held per peer before matchbox reports it connected.
@@ -147,6 +160,36 @@ impl MatchboxTransport {
             panics: 0,
             rejoin_at: None,
             connected_since: None,
+            probe: None,
+            returns_seen: 0,
+        }
+    }
+
+    /// The lobby came back after an outage since this socket joined: its signaling died with
+    /// the old lobby, so it rejoins to be reachable by new players again.
+    fn rejoin_if_lobby_returned(&mut self) {
+        let Some(returns) = self.probe.as_ref().map(LobbyProbe::returns) else {
+            return;
+        };
+        if returns <= self.returns_seen {
+            return;
+        }
+        match self.state {
+            SocketState::Connected(_) => {
+                self.returns_seen = returns;
+                tracing::info!(
+                    "the lobby is back after an outage: rejoining the room, so that new \
+                     players can reach this one (the players already here resume as themselves)"
+                );
+                self.rejoin();
+            }
+            SocketState::Failed(_) => {
+                self.returns_seen = returns;
+                tracing::info!("the lobby answers again: joining the room");
+                self.rejoin_at = None;
+                self.reopen();
+            }
+            _ => {}
         }
     }
 
@@ -204,12 +247,17 @@ impl MatchboxTransport {
             && matches!(self.state, SocketState::Failed(_))
         {
             self.rejoin_at = None;
-            *self.phase.get_mut().unwrap_or_else(|e| e.into_inner()) = Phase::Idle;
-            self.state = SocketState::Connecting;
-            self.gone.clear();
-            self.early.clear();
-            self.abandoned = 0;
+            self.reopen();
         }
+    }
+
+    /// A failed socket starts over: a new one opens on this receive.
+    fn reopen(&mut self) {
+        *self.phase.get_mut().unwrap_or_else(|e| e.into_inner()) = Phase::Idle;
+        self.state = SocketState::Connecting;
+        self.gone.clear();
+        self.early.clear();
+        self.abandoned = 0;
     }
 
     fn fail(&mut self, reason: String, io: &mut TransportIo) {
@@ -228,6 +276,7 @@ impl MatchboxTransport {
 
 impl Transport for MatchboxTransport {
     fn receive(&mut self, now: Duration, io: &mut TransportIo) {
+        self.rejoin_if_lobby_returned();
         io.links
             .extend(self.left_behind.drain(..).map(LinkEvent::Down));
         self.rejoin_if_due(now);
@@ -236,6 +285,13 @@ impl Transport for MatchboxTransport {
             Phase::Done,
         );
         if matches!(phase, Phase::Idle) {
+            if self.probe.is_none()
+                && let Some(every) = self.config.lobby_probe
+            {
+                self.probe = LobbyProbe::start(&self.config.room_url, every);
+            }
+            // A new socket meets the lobby as it is now.
+            self.returns_seen = self.probe.as_ref().map_or(0, LobbyProbe::returns);
             phase = self.open(now);
         }
         let Phase::Running {
@@ -262,8 +318,15 @@ impl Transport for MatchboxTransport {
                     _ => "the connection to the lobby ended".to_owned(),
                 };
                 let url = self.config.room_url.clone();
+                let was_connected = matches!(self.state, SocketState::Connected(_));
                 drop(phase);
-                self.fail(format!("{url}: {reason}"), io);
+                if was_connected {
+                    // Signaling died after we joined (and matchbox ended the socket once its
+                    // last peer went): join again, with a backoff while the lobby is away.
+                    self.fail_and_rejoin(now, format!("{url}: {reason}"), io);
+                } else {
+                    self.fail(format!("{url}: {reason}"), io);
+                }
                 return;
             }
             Ok(None) => {}

@@ -20,6 +20,7 @@ mod interpolation;
 mod late_join;
 mod leave;
 mod liveness;
+mod lost_lobby;
 mod mapped_messages;
 mod messages;
 mod nat;

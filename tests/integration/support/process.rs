@@ -180,3 +180,17 @@ fn last_lines(seen: &[String], n: usize) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// `peersync-lobby`, which `cargo test --workspace` builds (the lobby's own tests need it).
+pub fn lobby_binary() -> PathBuf {
+    let mut path = demo_binary();
+    path.pop(); // demo
+    path.pop(); // examples
+    path.push(format!("peersync-lobby{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} should have been built by `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
