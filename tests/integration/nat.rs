@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::process::{Watched, demo_binary, poll_output};
+use crate::support::process::{Watched, demo_binary, lobby_binary, poll_output};
 
 /// The "internet" side: the public namespace's bridge and the NATs' outside addresses.
 const PUBLIC_IP: &str = "198.51.100.1";
@@ -251,20 +251,6 @@ fn supported(test: &str) -> bool {
     }
 }
 
-/// `peersync-lobby`, which `cargo test --workspace` builds (the lobby's own tests need it).
-fn lobby_binary() -> PathBuf {
-    let mut path = demo_binary();
-    path.pop(); // demo
-    path.pop(); // examples
-    path.push(format!("peersync-lobby{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        path.exists(),
-        "{} should have been built by `cargo test --workspace`",
-        path.display()
-    );
-    path
-}
-
 /// The public side: the lobby and coturn (STUN always, TURN for [`TURN_USER`]), ready.
 struct Public {
     _lobby: Watched,
@@ -304,6 +290,14 @@ fn start_public(spaces: &Namespaces) -> Public {
                 "--no-tls",
                 "--no-dtls",
                 "--no-cli",
+                // The players' private addresses: ICE pairs a relay with the other player's host
+                // candidate too, and coturn closes an allocation for good when a send to an
+                // unreachable peer fails, so those pairs must be refused (403) instead. Every
+                // production coturn should deny private ranges anyway (docs/turn.md).
+                "--denied-peer-ip=10.0.0.0-10.255.255.255",
+                // rtc-turn 0.21 drops a channel binding on a stale nonce instead of refreshing
+                // it (docs/turn.md): nonces that never go stale avoid it.
+                "--stale-nonce=0",
                 "--log-file=stdout",
                 "--simple-log",
             ])
@@ -465,12 +459,8 @@ fn symmetric_nats_get_turn_relays_with_the_configured_credentials() {
     );
 }
 
-/// What the slice is for, and what webrtc-rs 0.21.1 does not do yet: both players allocate
-/// relays and send checks through them (coturn relays fine: `turnutils_uclient` between two
-/// allocations passes on the same topology), but no check through a relay is ever answered, so
-/// ICE fails as without TURN. Run with `--ignored` to see where it stands.
+/// What the slice is for: behind symmetric NATs only the relay connects them.
 #[test]
-#[ignore = "webrtc-rs 0.21.1 never completes a check through a TURN relay here; see the comment"]
 fn symmetric_nats_connect_through_turn() {
     if !supported("symmetric_nats_connect_through_turn") {
         return;
