@@ -26,8 +26,8 @@ struct Say(String);
 struct Stdin(Mutex<Receiver<String>>);
 
 fn main() {
-    let _lobby = local_lobby::ensure_lobby(local_lobby::LOBBY_ADDR);
-    let url = format!("ws://{}/chat", local_lobby::LOBBY_ADDR);
+    local_lobby::keep_lobby(local_lobby::lobby_addr());
+    let url = format!("ws://{}/chat", local_lobby::lobby_addr());
 
     let (lines, stdin) = channel();
     std::thread::spawn(move || {

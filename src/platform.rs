@@ -77,7 +77,7 @@ pub(crate) fn unix_millis() -> u64 {
     }
 }
 
-/// Whether a server (the lobby) answers TCP connections, checked from a thread of its own every
+/// Whether the lobby answers (and whether it restarted), checked from a thread of its own every
 /// `every`, so that a socket whose signaling connection died with the lobby can tell when the
 /// lobby is back. matchbox keeps existing links when signaling is lost but says nothing about it,
 /// and no new peer can reach a socket whose signaling is gone: knowing that the lobby went away
@@ -160,25 +160,79 @@ fn probe_target(room_url: &str) -> Option<String> {
     }
 }
 
+/// What one look at the lobby found.
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    /// Nothing answers.
+    Down,
+    /// It answers; with the boot id its `/health` gives (peersync-lobby says a new one per
+    /// start), when it gives one.
+    Up(Option<String>),
+}
+
+/// Counts a return each time the lobby answers after not answering, or answers with another
+/// boot id than before (it restarted between two looks).
 #[cfg(not(target_arch = "wasm32"))]
 fn probe_loop(target: &str, every: std::time::Duration, shared: &ProbeShared) {
-    use std::net::{TcpStream, ToSocketAddrs};
     use std::sync::atomic::Ordering;
     let mut answered = true;
+    let mut boot: Option<String> = None;
     while !shared.stop.load(Ordering::Relaxed) {
-        let answers = target.to_socket_addrs().is_ok_and(|mut addrs| {
-            addrs.any(|addr| {
-                TcpStream::connect_timeout(&addr, every.min(std::time::Duration::from_secs(1)))
-                    .is_ok()
-            })
-        });
-        if answers && !answered {
-            shared.returns.fetch_add(1, Ordering::Relaxed);
+        match look(target, every.min(std::time::Duration::from_secs(1))) {
+            Seen::Down => answered = false,
+            Seen::Up(seen) => {
+                let restarted =
+                    matches!((&boot, &seen), (Some(before), Some(now)) if before != now);
+                if !answered || restarted {
+                    shared.returns.fetch_add(1, Ordering::Relaxed);
+                }
+                answered = true;
+                if seen.is_some() {
+                    boot = seen;
+                }
+            }
         }
-        answered = answers;
         // A probe's pace, not a synchronisation: the transport reads the count when it likes.
         std::thread::sleep(every);
     }
+}
+
+/// Connects to `target` and asks `GET /health`.
+#[cfg(not(target_arch = "wasm32"))]
+fn look(target: &str, timeout: std::time::Duration) -> Seen {
+    use std::io::{Read, Write};
+    use std::net::{TcpStream, ToSocketAddrs};
+    let Ok(addrs) = target.to_socket_addrs() else {
+        return Seen::Down;
+    };
+    let Some(mut stream) = addrs
+        .into_iter()
+        .find_map(|addr| TcpStream::connect_timeout(&addr, timeout).ok())
+    else {
+        return Seen::Down;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    let request = format!("GET /health HTTP/1.0\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return Seen::Up(None);
+    }
+    let mut response = Vec::with_capacity(512);
+    let _ = stream.take(4096).read_to_end(&mut response);
+    Seen::Up(boot_id(&response))
+}
+
+/// The boot id in a `/health` answer: `HTTP/1.x 200`, then a body `ok <id>`.
+#[cfg(not(target_arch = "wasm32"))]
+fn boot_id(response: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(response).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.") || head.split(' ').nth(1) != Some("200") {
+        return None;
+    }
+    let id = body.trim().strip_prefix("ok ")?;
+    (!id.is_empty() && id.len() <= 64).then(|| id.to_owned())
 }
 
 #[cfg(test)]
@@ -201,5 +255,21 @@ mod tests {
         );
         assert_eq!(probe_target("ws://[::1]/").as_deref(), Some("[::1]:80"));
         assert_eq!(probe_target("not a url"), None);
+    }
+
+    #[test]
+    fn the_boot_id_comes_from_a_health_answer_only() {
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\nok 0f4c9b5e-1111-4222-8333-944445555666\n";
+        assert_eq!(
+            boot_id(ok).as_deref(),
+            Some("0f4c9b5e-1111-4222-8333-944445555666")
+        );
+        assert_eq!(boot_id(b"HTTP/1.1 404 Not Found\r\n\r\nok x"), None);
+        assert_eq!(
+            boot_id(b"HTTP/1.1 200 OK\r\n\r\nok\n"),
+            None,
+            "an older lobby"
+        );
+        assert_eq!(boot_id(b"garbage"), None);
     }
 }

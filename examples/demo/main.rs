@@ -147,13 +147,12 @@ fn options() -> Options {
 fn main() {
     let options = options();
     #[cfg(not(target_arch = "wasm32"))]
-    let _lobby = match options.lobby {
-        None => local_lobby::ensure_lobby(local_lobby::LOBBY_ADDR),
-        Some(_) => None,
-    };
+    if options.lobby.is_none() {
+        local_lobby::keep_lobby(local_lobby::lobby_addr());
+    }
     let lobby = options.lobby.clone().unwrap_or_else(|| {
         #[cfg(not(target_arch = "wasm32"))]
-        return format!("ws://{}", local_lobby::LOBBY_ADDR);
+        return format!("ws://{}", local_lobby::lobby_addr());
         #[cfg(target_arch = "wasm32")]
         unreachable!("the browser always knows its lobby")
     });

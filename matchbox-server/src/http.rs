@@ -43,7 +43,8 @@ pub(crate) async fn endpoint(shared: &Shared, request: Request) -> Response {
         }
     }
     match path {
-        "/health" => (StatusCode::OK, "ok\n").into_response(),
+        // `ok`, then this start's id: a client that sees it change knows its room is gone.
+        "/health" => (StatusCode::OK, format!("ok {}\n", shared.boot)).into_response(),
         "/rooms" => rooms(shared, query),
         "/metrics" => metrics(shared),
         _ => match &shared.static_files {

@@ -77,6 +77,9 @@ pub(crate) struct Shared {
     all_closed: Notify,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) static_files: Option<ServeDir>,
+    /// Random per start: `/health` says it, so that clients can tell a restarted lobby (whose
+    /// rooms they must join again) from one that only blinked.
+    pub(crate) boot: Uuid,
 }
 
 impl Shared {
@@ -232,6 +235,7 @@ impl Lobby {
             .as_ref()
             .map(|dir| ServeDir::new(dir).append_index_html_on_directories(true));
         let shared = Arc::new(Shared {
+            boot: Uuid::new_v4(),
             inner: Mutex::new(Inner {
                 rooms: Rooms::new(config.room_capacity),
                 clients: HashMap::new(),

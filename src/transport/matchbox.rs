@@ -57,13 +57,14 @@ pub struct MatchboxConfig {
     /// otherwise leave one half-open connection per cycle behind on every other member; the
     /// lobby's join rate limits bound how fast that can happen. Default 128.
     pub max_abandoned_handshakes: usize,
-    /// How often to check that the lobby still answers (a TCP connection to its port, from a
-    /// thread of its own; native only). When the lobby dies, links to the peers already
+    /// How often to check that the lobby still answers and has not restarted (a `GET /health`
+    /// on its port, whose boot id peersync-lobby changes per start; from a thread of its own;
+    /// native only). When the lobby dies, links to the peers already
     /// connected stay up, but matchbox_socket has lost its signaling connection for good, so no
     /// new player could reach this one: once the lobby answers again after an outage, the
     /// socket rejoins the room (every peer does the same; players resume as themselves, see
-    /// [`PeerResumed`](crate::PeerResumed)). `None` turns this off. Default 2 s: one TCP
-    /// connection per player every two seconds for the lobby to accept and drop.
+    /// [`PeerResumed`](crate::PeerResumed)). `None` turns this off. Default 2 s: one small HTTP
+    /// request per player every two seconds for the lobby.
     pub lobby_probe: Option<Duration>,
 }
 

@@ -20,6 +20,7 @@ mod interpolation;
 mod late_join;
 mod leave;
 mod liveness;
+mod lobby_keeper;
 mod lost_lobby;
 mod mapped_messages;
 mod messages;

@@ -6,7 +6,19 @@ use crate::support::client::*;
 #[tokio::test]
 async fn health_rooms_and_metrics() {
     let lobby = lobby(|config| config.room_capacity = 4).await;
-    assert_eq!(get(&lobby, "/health").await, (200, "ok\n".to_owned()));
+    let (status, health) = get(&lobby, "/health").await;
+    assert_eq!(status, 200);
+    let boot = health
+        .strip_prefix("ok ")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .expect("`ok <boot id>`");
+    assert_eq!(boot.len(), 36, "the boot id is a UUID: {health:?}");
+    let other = crate::support::client::lobby(|_| {}).await;
+    assert_ne!(
+        get(&other, "/health").await.1,
+        health,
+        "another start of the lobby says another boot id"
+    );
 
     let (_a, _) = join(&lobby, "/eu-1").await;
     let (_b, _) = join(&lobby, "/eu-1").await;
