@@ -1,9 +1,9 @@
-//! The demo in a real browser (headless Chromium, the browser's own WebRTC) and a native
-//! headless demo in one room: each receives the other's replicated player and its greeting (a
-//! reliable message).
+//! The demo in real browsers (headless Chromium and Firefox ESR, each with its own WebRTC) and a
+//! native headless demo in one room: each receives the others' replicated players and their
+//! greetings (a reliable message), browser to native and browser to browser.
 //!
 //! Needs the browser build in `<cargo target dir>/web` (`PROFILE=debug web/build.sh`, which
-//! `./ci.sh` runs) and Debian's `chromium`.
+//! `./ci.sh` runs) and Debian's `chromium` and `firefox-esr` (`.ci/run` installs them).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,28 +21,45 @@ fn site() -> PathBuf {
         .join("web")
 }
 
-#[test]
-fn the_browser_demo_and_a_native_demo_see_each_other() {
+/// A lobby serving the browser build, on a free loopback port.
+fn lobby_with_site() -> LobbyThread {
     let site = site();
     assert!(
         site.join("demo_bg.wasm").exists(),
         "the browser build is missing: run `PROFILE=debug web/build.sh` (./ci.sh does)"
     );
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|name| Command::new(name).arg("--version").output().is_ok())
-        .expect("Debian's chromium is needed for the browser test (.ci/run installs it)");
-
-    let lobby = LobbyThread::spawn(LobbyConfig {
+    LobbyThread::spawn(LobbyConfig {
         static_dir: Some(site),
         ..LobbyConfig::local()
     })
-    .unwrap();
-    let addr = lobby.local_addr();
-    let room = "browser-test";
+    .unwrap()
+}
 
-    let profile = tempdir("peersync-chromium");
-    let mut browser = Watched::spawn(Command::new(chromium).args([
+/// A browser profile directory, removed when dropped.
+struct Profile(PathBuf);
+
+impl Profile {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("peersync-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Profile(dir)
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The headless demo page of `room` in Chromium; its console goes to stderr.
+fn chromium(lobby: &LobbyThread, room: &str, profile: &Profile) -> Watched {
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|name| Command::new(name).arg("--version").output().is_ok())
+        .expect("Debian's chromium is needed for the browser tests (.ci/run installs it)");
+    Watched::spawn(Command::new(chromium).args([
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
@@ -57,51 +74,119 @@ fn the_browser_demo_and_a_native_demo_see_each_other() {
         // The page's console (where the browser bot reports) goes to stderr.
         "--enable-logging=stderr",
         "--v=0",
-        &format!("--user-data-dir={}", profile.display()),
-        &format!("http://{addr}/?room={room}&headless"),
-    ]));
-    let mut native = Watched::spawn(Command::new(demo_binary()).args([
+        &format!("--user-data-dir={}", profile.0.display()),
+        &format!("http://{}/?room={room}&headless", lobby.local_addr()),
+    ]))
+}
+
+/// The headless demo page of `room` in Firefox ESR; its console goes to stdout.
+fn firefox(lobby: &LobbyThread, room: &str, profile: &Profile) -> Watched {
+    assert!(
+        Command::new("firefox-esr")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "Debian's firefox-esr is needed for the browser tests (.ci/run installs it)"
+    );
+    // Firefox hides host addresses behind mDNS names too, which native webrtc-rs cannot
+    // resolve where multicast does not work; and it prints the page's console only when asked.
+    std::fs::write(
+        profile.0.join("user.js"),
+        "user_pref(\"devtools.console.stdout.content\", true);\n\
+         user_pref(\"media.peerconnection.ice.obfuscate_host_addresses\", false);\n\
+         user_pref(\"media.peerconnection.ice.loopback\", true);\n\
+         user_pref(\"browser.shell.checkDefaultBrowser\", false);\n\
+         user_pref(\"datareporting.policy.dataSubmissionEnabled\", false);\n",
+    )
+    .unwrap();
+    Watched::spawn(Command::new("firefox-esr").args([
+        "--headless",
+        "--no-remote",
+        "--profile",
+        &profile.0.display().to_string(),
+        &format!("http://{}/?room={room}&headless", lobby.local_addr()),
+    ]))
+}
+
+fn native(lobby: &LobbyThread, room: &str) -> Watched {
+    Watched::spawn(Command::new(demo_binary()).args([
         "--headless",
         "--room",
         room,
         "--lobby",
-        &format!("ws://{addr}"),
+        &format!("ws://{}", lobby.local_addr()),
         "--quit-after",
         "120",
-    ]));
+    ]))
+}
 
+/// Waits until every player sees `players` players and heard a greeting from each other one.
+fn until_all_see_and_hear(players: &mut [(&str, Watched)], count: usize) {
     let deadline = Instant::now() + Duration::from_secs(90);
+    let sees = format!("SEES {count} PLAYERS");
     loop {
-        browser.collect();
-        native.collect();
-        let browser_ok = browser.said("SEES 2 PLAYERS") > 0 && browser.said("HEARD") > 0;
-        let native_ok = native.said("SEES 2 PLAYERS") > 0 && native.said("HEARD") > 0;
-        if browser_ok && native_ok {
-            for line in browser.seen.iter().filter(|l| l.contains("[bot")) {
-                println!("browser: {line}");
-            }
-            break;
+        for (_, player) in players.iter_mut() {
+            player.collect();
+        }
+        let done = players
+            .iter()
+            .all(|(_, p)| p.said(&sees) > 0 && p.said("HEARD") >= count - 1);
+        if done {
+            return;
         }
         if Instant::now() > deadline {
-            let console: Vec<&String> = browser
-                .seen
+            let logs: Vec<String> = players
                 .iter()
-                .filter(|l| l.contains("CONSOLE") || l.contains("bot"))
+                .map(|(name, p)| {
+                    let lines: Vec<&String> = p
+                        .seen
+                        .iter()
+                        .filter(|l| l.contains("bot") || l.contains("CONSOLE"))
+                        .collect();
+                    format!("{name}: {lines:#?}")
+                })
                 .collect();
             panic!(
-                "the browser and the native demo should each see 2 players and hear a greeting\n\
-                 browser console:\n{console:#?}\nnative:\n{:#?}",
-                native.seen
+                "each of the {count} players should see {count} players and hear a greeting from \
+                 every other one:\n{}",
+                logs.join("\n")
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = std::fs::remove_dir_all(profile);
 }
 
-fn tempdir(prefix: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+#[test]
+fn the_browser_demo_and_a_native_demo_see_each_other() {
+    let lobby = lobby_with_site();
+    let profile = Profile::new("chromium");
+    let mut players = [
+        ("chromium", chromium(&lobby, "browser-test", &profile)),
+        ("native", native(&lobby, "browser-test")),
+    ];
+    until_all_see_and_hear(&mut players, 2);
+}
+
+#[test]
+fn firefox_plays_with_a_native_demo() {
+    let lobby = lobby_with_site();
+    let profile = Profile::new("firefox");
+    let mut players = [
+        ("firefox", firefox(&lobby, "firefox-test", &profile)),
+        ("native", native(&lobby, "firefox-test")),
+    ];
+    until_all_see_and_hear(&mut players, 2);
+}
+
+#[test]
+fn chromium_and_firefox_play_with_each_other_and_a_native_demo() {
+    let lobby = lobby_with_site();
+    let (chromium_profile, firefox_profile) =
+        (Profile::new("chromium-b2b"), Profile::new("firefox-b2b"));
+    let mut players = [
+        ("chromium", chromium(&lobby, "b2b-test", &chromium_profile)),
+        ("firefox", firefox(&lobby, "b2b-test", &firefox_profile)),
+        ("native", native(&lobby, "b2b-test")),
+    ];
+    until_all_see_and_hear(&mut players, 3);
 }
