@@ -24,6 +24,8 @@ pub(crate) struct Continuity {
     pub(crate) resumed: Vec<(PeerId, PeerId)>,
     /// This frame: ids of players whose grace ran out; they are gone for good.
     pub(crate) expired: Vec<PeerId>,
+    /// Given up between frames (a close, the bound): reported with the next frame's expiries.
+    expiring: Vec<PeerId>,
 }
 
 impl Continuity {
@@ -31,7 +33,7 @@ impl Continuity {
     /// `grace`.
     pub(crate) fn begin_frame(&mut self, now: Duration, grace: Duration) {
         self.resumed.clear();
-        self.expired.clear();
+        self.expired = std::mem::take(&mut self.expiring);
         let expired: Vec<PeerId> = self
             .suspended
             .iter()
@@ -54,7 +56,7 @@ impl Continuity {
                 .map(|(peer, _)| *peer)
         {
             self.suspended.remove(&oldest);
-            self.expired.push(oldest);
+            self.expiring.push(oldest);
         }
         self.suspended
             .insert(peer, Suspended { player, since: now });
@@ -80,7 +82,7 @@ impl Continuity {
 
     /// Forgets everyone, as when this peer leaves the room on purpose.
     pub(crate) fn clear(&mut self) {
-        self.expired.extend(self.suspended.keys().copied());
+        self.expiring.extend(self.suspended.keys().copied());
         self.suspended.clear();
     }
 }
@@ -105,5 +107,18 @@ mod tests {
         assert!(continuity.resumed.is_empty());
         assert_eq!(continuity.expired, vec![PeerId(20)], "bob's grace ran out");
         assert_eq!(continuity.resume(PeerId(21), bob), None);
+    }
+
+    #[test]
+    fn players_given_up_between_frames_are_reported_with_the_next_frame() {
+        let mut continuity = Continuity::default();
+        continuity.suspend(PeerId(10), PlayerId([1; 32]), S);
+        continuity.clear(); // this peer leaves on purpose, at the end of a frame
+        continuity.begin_frame(2 * S, 10 * S);
+        assert_eq!(
+            continuity.expired,
+            vec![PeerId(10)],
+            "its entities must go rather than stay suspended forever"
+        );
     }
 }

@@ -120,6 +120,10 @@ fn native(lobby: &LobbyThread, room: &str) -> Watched {
     ]))
 }
 
+/// One browser test at a time: two headless browsers loading the wasm demo at once on a 2-core
+/// machine, beside the other tests, can take longer than the deadline.
+static ONE_BROWSER_TEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Waits until every player sees `players` players and heard a greeting from each other one.
 fn until_all_see_and_hear(players: &mut [(&str, Watched)], count: usize) {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -138,11 +142,15 @@ fn until_all_see_and_hear(players: &mut [(&str, Watched)], count: usize) {
             let logs: Vec<String> = players
                 .iter()
                 .map(|(name, p)| {
-                    let lines: Vec<&String> = p
+                    let mut lines: Vec<&String> = p
                         .seen
                         .iter()
                         .filter(|l| l.contains("bot") || l.contains("CONSOLE"))
                         .collect();
+                    if lines.is_empty() {
+                        // Nothing from the page: what the browser itself said.
+                        lines = p.seen.iter().rev().take(30).rev().collect();
+                    }
                     format!("{name}: {lines:#?}")
                 })
                 .collect();
@@ -158,6 +166,7 @@ fn until_all_see_and_hear(players: &mut [(&str, Watched)], count: usize) {
 
 #[test]
 fn the_browser_demo_and_a_native_demo_see_each_other() {
+    let _one = ONE_BROWSER_TEST.lock().unwrap_or_else(|e| e.into_inner());
     let lobby = lobby_with_site();
     let profile = Profile::new("chromium");
     let mut players = [
@@ -168,18 +177,8 @@ fn the_browser_demo_and_a_native_demo_see_each_other() {
 }
 
 #[test]
-fn firefox_plays_with_a_native_demo() {
-    let lobby = lobby_with_site();
-    let profile = Profile::new("firefox");
-    let mut players = [
-        ("firefox", firefox(&lobby, "firefox-test", &profile)),
-        ("native", native(&lobby, "firefox-test")),
-    ];
-    until_all_see_and_hear(&mut players, 2);
-}
-
-#[test]
 fn chromium_and_firefox_play_with_each_other_and_a_native_demo() {
+    let _one = ONE_BROWSER_TEST.lock().unwrap_or_else(|e| e.into_inner());
     let lobby = lobby_with_site();
     let (chromium_profile, firefox_profile) =
         (Profile::new("chromium-b2b"), Profile::new("firefox-b2b"));
