@@ -23,6 +23,7 @@ mod liveness;
 mod lobby_keeper;
 mod lost_lobby;
 mod mapped_messages;
+mod mesh_scale;
 mod messages;
 mod nat;
 mod net_entities;
