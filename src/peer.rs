@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 /// A peer of the room, as named by the lobby.
 ///
 /// It is the lobby's UUID, kept as a plain `u128` so that every layer above the transport (and the
-/// in-memory transport) can name peers without depending on matchbox. The order of `PeerId`s is
-/// the order of their UUIDs, which is what makes [host election](crate::ConnectedPeers::host) agree on
-/// every peer.
+/// in-memory transport) can name peers without depending on matchbox. It is new each time a
+/// socket joins: the player behind it, the same across rejoins, is its
+/// [`PlayerId`](crate::PlayerId). The order of `PeerId`s is the order of their UUIDs, which breaks
+/// ties in [host election](crate::ConnectedPeers::host) the same way on every peer.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PeerId(pub u128);
 
