@@ -340,8 +340,8 @@ fn advance_playback(
             continue;
         };
         let delay = InterpolationDelay {
-            total: Duration::from_secs_f64(total.max(0.0)),
-            buffer: Duration::from_secs_f64(buffer),
+            total: saturating_seconds(total),
+            buffer: saturating_seconds(buffer),
         };
         match current {
             Some(mut current) => {
@@ -401,5 +401,28 @@ fn show<C: Component<Mutability = Mutable> + Interpolate>(
         if let Some(shown) = snapshots.bypass_change_detection().show(head, &config) {
             *value = shown;
         }
+    }
+}
+
+/// Seconds computed from a peer's timestamps as a `Duration`: whatever it sent (a negative, a
+/// huge or a NaN value), never a panic, as `Duration::from_secs_f64` would.
+fn saturating_seconds(value: f64) -> Duration {
+    if value.is_nan() || value <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(value).unwrap_or(Duration::MAX)
+}
+
+#[cfg(test)]
+mod seconds_tests {
+    use super::*;
+
+    #[test]
+    fn delays_from_hostile_timestamps_saturate_instead_of_panicking() {
+        assert_eq!(saturating_seconds(f64::NAN), Duration::ZERO);
+        assert_eq!(saturating_seconds(-3.0), Duration::ZERO);
+        assert_eq!(saturating_seconds(1e30), Duration::MAX);
+        assert_eq!(saturating_seconds(f64::INFINITY), Duration::MAX);
+        assert_eq!(saturating_seconds(0.25), Duration::from_millis(250));
     }
 }
