@@ -47,6 +47,10 @@ pub(crate) enum EndpointEvent {
     /// This endpoint's owner did not run for longer than the peer timeout: every peer has
     /// dropped it by now, so it dropped them too and should rejoin the room.
     Stalled { gap: Duration },
+    /// Every verified peer went silent at once and none is left: most likely this side's own
+    /// network dropped (the others dropped it too), so it should rejoin the room to find them
+    /// again once the network is back, rather than play on alone in a session of its own.
+    Isolated,
     /// The peer's handshake failed; nothing it sends is read.
     Refused { peer: PeerId, reason: String },
     /// Input from the peer was dropped.
@@ -257,6 +261,13 @@ impl Endpoint {
         }
         if stalled && any_dropped {
             self.events.push(EndpointEvent::Stalled { gap });
+        } else if any_dropped
+            && !self
+                .links
+                .values()
+                .any(|link| link.state == HandshakeState::Verified)
+        {
+            self.events.push(EndpointEvent::Isolated);
         }
     }
 

@@ -301,6 +301,13 @@ fn publish_peers(
                 );
                 rejoin = true;
             }
+            EndpointEvent::Isolated => {
+                warn!(
+                    "every peer went silent and none is left: this app's network probably \
+                     dropped, so it rejoins the room to find them again"
+                );
+                rejoin = true;
+            }
             EndpointEvent::Refused { peer, reason } => {
                 warn!("refused peer {peer}: {reason}");
                 commands.trigger(PeerRefused { peer, reason });

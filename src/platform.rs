@@ -81,11 +81,14 @@ pub(crate) fn unix_millis() -> u64 {
 /// `every`, so that a socket whose signaling connection died with the lobby can tell when the
 /// lobby is back. matchbox keeps existing links when signaling is lost but says nothing about it,
 /// and no new peer can reach a socket whose signaling is gone: knowing that the lobby went away
-/// and answers again is what lets the transport rejoin. In the browser there are no raw TCP
-/// connections: the probe never reports anything there.
+/// and answers again is what lets the transport rejoin. In the browser the same look is a
+/// `fetch` of `/health` from the page's event loop (the lobby answers it to any origin).
 #[derive(Debug)]
 pub(crate) struct LobbyProbe {
     shared: std::sync::Arc<ProbeShared>,
+    /// The browser's probe task, ended when the probe is dropped.
+    #[cfg(target_arch = "wasm32")]
+    _task: Background,
 }
 
 #[derive(Debug, Default)]
@@ -113,7 +116,26 @@ impl LobbyProbe {
             }
         }
         #[cfg(target_arch = "wasm32")]
-        let _ = (target, every);
+        {
+            let scheme = if room_url
+                .get(..4)
+                .is_some_and(|s| s.eq_ignore_ascii_case("wss:"))
+            {
+                "https"
+            } else {
+                "http"
+            };
+            let url = format!("{scheme}://{target}/health");
+            let watched = shared.clone();
+            let task = spawn_background("peersync-lobby-probe", async move {
+                web::probe_loop(&url, every, &watched).await
+            });
+            Some(Self {
+                shared,
+                _task: task,
+            })
+        }
+        #[cfg(not(target_arch = "wasm32"))]
         Some(Self { shared })
     }
 
@@ -161,7 +183,6 @@ fn probe_target(room_url: &str) -> Option<String> {
 }
 
 /// What one look at the lobby found.
-#[cfg(not(target_arch = "wasm32"))]
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
     /// Nothing answers.
@@ -171,30 +192,119 @@ enum Seen {
     Up(Option<String>),
 }
 
-/// Counts a return each time the lobby answers after not answering, or answers with another
-/// boot id than before (it restarted between two looks).
-#[cfg(not(target_arch = "wasm32"))]
-fn probe_loop(target: &str, every: std::time::Duration, shared: &ProbeShared) {
-    use std::sync::atomic::Ordering;
-    let mut answered = true;
-    let mut boot: Option<String> = None;
-    while !shared.stop.load(Ordering::Relaxed) {
-        match look(target, every.min(std::time::Duration::from_secs(1))) {
-            Seen::Down => answered = false,
+/// What the probe remembers between looks.
+#[derive(Debug)]
+struct Watch {
+    answered: bool,
+    boot: Option<String>,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Self {
+            answered: true,
+            boot: None,
+        }
+    }
+}
+
+impl ProbeShared {
+    /// Counts a return when the lobby answers after not answering, or answers with another
+    /// boot id than before (it restarted between two looks).
+    fn observe(&self, watch: &mut Watch, seen: Seen) {
+        match seen {
+            Seen::Down => watch.answered = false,
             Seen::Up(seen) => {
                 let restarted =
-                    matches!((&boot, &seen), (Some(before), Some(now)) if before != now);
-                if !answered || restarted {
-                    shared.returns.fetch_add(1, Ordering::Relaxed);
+                    matches!((&watch.boot, &seen), (Some(before), Some(now)) if before != now);
+                if !watch.answered || restarted {
+                    self.returns
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                answered = true;
+                watch.answered = true;
                 if seen.is_some() {
-                    boot = seen;
+                    watch.boot = seen;
                 }
             }
         }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Looks at the lobby every `every` until stopped.
+#[cfg(not(target_arch = "wasm32"))]
+fn probe_loop(target: &str, every: std::time::Duration, shared: &ProbeShared) {
+    let mut watch = Watch::default();
+    while !shared.stopped() {
+        let seen = look(target, every.min(std::time::Duration::from_secs(1)));
+        shared.observe(&mut watch, seen);
         // A probe's pace, not a synchronisation: the transport reads the count when it likes.
         std::thread::sleep(every);
+    }
+}
+
+/// The browser's probe: `fetch` and `setTimeout` instead of a socket and a thread.
+#[cfg(target_arch = "wasm32")]
+mod web {
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen_futures::JsFuture;
+
+    use super::{ProbeShared, Seen, Watch, health_boot_id};
+
+    pub(super) async fn probe_loop(url: &str, every: std::time::Duration, shared: &ProbeShared) {
+        let mut watch = Watch::default();
+        let pause = u32::try_from(every.as_millis())
+            .unwrap_or(u32::MAX)
+            .max(100) as i32;
+        while !shared.stopped() {
+            let seen = look(url, pause.min(1000) as u32).await;
+            shared.observe(&mut watch, seen);
+            if !sleep(pause).await {
+                return;
+            }
+        }
+    }
+
+    /// `GET url`, given up after `timeout_ms`.
+    async fn look(url: &str, timeout_ms: u32) -> Seen {
+        let Some(window) = web_sys::window() else {
+            return Seen::Down;
+        };
+        let init = web_sys::RequestInit::new();
+        init.set_cache(web_sys::RequestCache::NoStore);
+        init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(timeout_ms)));
+        // A refused connection, a timeout and a CORS refusal all reject the promise.
+        let Ok(response) = JsFuture::from(window.fetch_with_str_and_init(url, &init)).await else {
+            return Seen::Down;
+        };
+        let Ok(response) = response.dyn_into::<web_sys::Response>() else {
+            return Seen::Down;
+        };
+        if !response.ok() {
+            return Seen::Up(None);
+        }
+        let text = match response.text() {
+            Ok(promise) => JsFuture::from(promise)
+                .await
+                .ok()
+                .and_then(|t| t.as_string()),
+            Err(_) => None,
+        };
+        Seen::Up(text.as_deref().and_then(health_boot_id))
+    }
+
+    /// Waits `ms` on the page's timer; false when there is no window to wait on.
+    async fn sleep(ms: i32) -> bool {
+        let Some(window) = web_sys::window() else {
+            return false;
+        };
+        let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        });
+        JsFuture::from(promise).await.is_ok()
     }
 }
 
@@ -231,6 +341,11 @@ fn boot_id(response: &[u8]) -> Option<String> {
     if !head.starts_with("HTTP/1.") || head.split(' ').nth(1) != Some("200") {
         return None;
     }
+    health_boot_id(body)
+}
+
+/// The boot id in the body of a `/health` answer: `ok <id>`.
+fn health_boot_id(body: &str) -> Option<String> {
     let id = body.trim().strip_prefix("ok ")?;
     (!id.is_empty() && id.len() <= 64).then(|| id.to_owned())
 }

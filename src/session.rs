@@ -49,8 +49,13 @@ pub struct SessionConfig {
     /// others dropped it and rejoins the room (see
     /// [`DisconnectReason`](crate::DisconnectReason)). A browser tab in the background stops
     /// its frame loop, so it too is dropped after this long; so is a game that blocks its frame
-    /// loop longer than this (loading a level on the main thread): raise it for such a game.
-    /// Default 5 s, well above the frame hitches of a loaded machine.
+    /// loop longer than this (loading a level on the main thread): raise it for such a game,
+    /// or load off the main thread. A player dropped this way that comes back within
+    /// [`resume_grace`](Self::resume_grace) is the same player with the same entities, so a
+    /// short timeout costs a rejoin, not the player's state. Default 2 s: a host that hangs is
+    /// replaced within about 2.5 s, and it is still eight heartbeats and far above an ordinary
+    /// frame hitch. Tests that run a dozen debug-build apps on two loaded
+    /// cores raise it (their threads can be starved for seconds).
     pub peer_timeout: Duration,
     /// How long a peer that finds itself alone in a room waits for others before it founds a
     /// session and acts as host (see [`ConnectedPeers::host`](crate::ConnectedPeers::host)).
@@ -78,7 +83,7 @@ impl Default for SessionConfig {
             reliable_packet_size: 1160,
             unreliable_packet_size: 1160,
             heartbeat: Duration::from_millis(250),
-            peer_timeout: Duration::from_secs(5),
+            peer_timeout: Duration::from_secs(2),
             settle_time: Duration::from_secs(1),
             mesh_grace: Duration::from_secs(5),
             resume_grace: Duration::from_secs(10),

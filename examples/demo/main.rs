@@ -7,7 +7,8 @@
 //! process too), `--quit-after SECONDS`, `--net-sim LOSS,LATENCY_MS,JITTER_MS` (this player's
 //! packets both ways go through a simulated bad network, e.g. `0.02,40,15`), `--stun URL` and
 //! `--turn URL` (ICE servers, repeatable, e.g. `stun:turn.example.com:3478`) with `--turn-user
-//! NAME --turn-pass PASSWORD` (see docs/turn.md). In a browser, see the README.
+//! NAME --turn-pass PASSWORD` (see docs/turn.md), `--peer-timeout SECONDS` (how long a silent
+//! peer is kept; default 2). In a browser, see the README.
 
 mod bot;
 mod game;
@@ -22,7 +23,8 @@ use std::time::Duration;
 
 use bevy::app::{AppExit, ScheduleRunnerPlugin};
 use bevy::prelude::*;
-use bevy_peersync::{IceServers, LinkConditioner};
+use bevy_peersync::LinkConditioner;
+use net::NetOptions;
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -32,14 +34,13 @@ struct Options {
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     bots: usize,
     quit_after: Option<f32>,
-    net_sim: Option<LinkConditioner>,
-    ice: IceServers,
+    net: NetOptions,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 fn usage() -> ! {
     eprintln!(
-        "usage: demo [--room NAME] [--lobby ws://HOST:PORT] [--headless] [--bots N] [--quit-after SECONDS] [--net-sim LOSS,LATENCY_MS,JITTER_MS] [--stun URL] [--turn URL --turn-user NAME --turn-pass PASSWORD]"
+        "usage: demo [--room NAME] [--lobby ws://HOST:PORT] [--headless] [--bots N] [--quit-after SECONDS] [--net-sim LOSS,LATENCY_MS,JITTER_MS] [--stun URL] [--turn URL --turn-user NAME --turn-pass PASSWORD] [--peer-timeout SECONDS]"
     );
     std::process::exit(2)
 }
@@ -52,8 +53,7 @@ fn options() -> Options {
         headless: false,
         bots: 0,
         quit_after: None,
-        net_sim: None,
-        ice: IceServers::default(),
+        net: NetOptions::default(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -75,7 +75,7 @@ fn options() -> Options {
                 )
             }
             "--net-sim" => {
-                options.net_sim = Some(
+                options.net.net_sim = Some(
                     args.next()
                         .and_then(|spec| parse_net_sim(&spec))
                         .unwrap_or_else(|| usage()),
@@ -90,10 +90,22 @@ fn options() -> Options {
                 {
                     usage()
                 }
-                options.ice.urls.push(url)
+                options.net.ice.urls.push(url)
             }
-            "--turn-user" => options.ice.username = Some(args.next().unwrap_or_else(|| usage())),
-            "--turn-pass" => options.ice.credential = Some(args.next().unwrap_or_else(|| usage())),
+            "--turn-user" => {
+                options.net.ice.username = Some(args.next().unwrap_or_else(|| usage()))
+            }
+            "--turn-pass" => {
+                options.net.ice.credential = Some(args.next().unwrap_or_else(|| usage()))
+            }
+            "--peer-timeout" => {
+                options.net.peer_timeout = Some(
+                    args.next()
+                        .and_then(|s| s.parse().ok())
+                        .and_then(|s| Duration::try_from_secs_f32(s).ok())
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             _ => usage(),
         }
     }
@@ -139,8 +151,10 @@ fn options() -> Options {
         headless: param("headless").is_some(),
         bots: 0,
         quit_after: None,
-        net_sim: param("net-sim").and_then(|spec| parse_net_sim(&spec.replace("%2C", ","))),
-        ice: IceServers::default(),
+        net: NetOptions {
+            net_sim: param("net-sim").and_then(|spec| parse_net_sim(&spec.replace("%2C", ","))),
+            ..NetOptions::default()
+        },
     }
 }
 
@@ -162,12 +176,16 @@ fn main() {
     for _ in 0..options.bots {
         let url = room_url.clone();
         let quit_after = options.quit_after;
-        let ice = options.ice.clone();
-        std::thread::spawn(move || headless_app(url, quit_after, None, ice).run());
+        // Bots in this process share its flags, but not its simulated network.
+        let net = NetOptions {
+            net_sim: None,
+            ..options.net.clone()
+        };
+        std::thread::spawn(move || headless_app(url, quit_after, &net).run());
     }
 
     let exit = if options.headless {
-        let mut app = headless_app(room_url, options.quit_after, options.net_sim, options.ice);
+        let mut app = headless_app(room_url, options.quit_after, &options.net);
         // Logs go to stderr (one app per process may own the logger: bots above have none).
         app.add_plugins(bevy::log::LogPlugin {
             filter: format!("info,{}", bevy_peersync::WEBRTC_LOG_FILTER),
@@ -175,7 +193,7 @@ fn main() {
         });
         app.run()
     } else {
-        windowed_app(room_url, options.quit_after, options.net_sim, options.ice).run()
+        windowed_app(room_url, options.quit_after, &options.net).run()
     };
     if let AppExit::Error(code) = exit {
         std::process::exit(code.get().into());
@@ -196,31 +214,21 @@ fn quit_after(app: &mut App, seconds: Option<f32>) {
 }
 
 /// A bot without a window: steers along a path and prints what it sees.
-fn headless_app(
-    room_url: String,
-    seconds: Option<f32>,
-    net_sim: Option<LinkConditioner>,
-    ice: IceServers,
-) -> App {
+fn headless_app(room_url: String, seconds: Option<f32>, net_options: &NetOptions) -> App {
     let mut app = App::new();
     app.add_plugins(
         MinimalPlugins.set(ScheduleRunnerPlugin::run_loop(Duration::from_secs_f64(
             1.0 / 60.0,
         ))),
     );
-    net::plugin(&mut app, room_url, net_sim, ice);
+    net::plugin(&mut app, room_url, net_options);
     game::plugin(&mut app);
     bot::plugin(&mut app);
     quit_after(&mut app, seconds);
     app
 }
 
-fn windowed_app(
-    room_url: String,
-    seconds: Option<f32>,
-    net_sim: Option<LinkConditioner>,
-    ice: IceServers,
-) -> App {
+fn windowed_app(room_url: String, seconds: Option<f32>, net_options: &NetOptions) -> App {
     let mut app = App::new();
     app.add_plugins(
         DefaultPlugins
@@ -243,7 +251,7 @@ fn windowed_app(
             }),
     )
     .insert_resource(ClearColor(Color::srgb(0.08, 0.08, 0.1)));
-    net::plugin(&mut app, room_url, net_sim, ice);
+    net::plugin(&mut app, room_url, net_options);
     game::plugin(&mut app);
     view::plugin(&mut app);
     quit_after(&mut app, seconds);

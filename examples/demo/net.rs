@@ -22,20 +22,36 @@ pub struct Heard {
     pub total: usize,
 }
 
-pub fn plugin(app: &mut App, room_url: String, net_sim: Option<LinkConditioner>, ice: IceServers) {
+/// The demo's network flags.
+#[derive(Debug, Clone, Default)]
+pub struct NetOptions {
+    /// `--net-sim`: a simulated bad network between this player and the others.
+    pub net_sim: Option<LinkConditioner>,
+    /// `--stun`, `--turn`, `--turn-user`, `--turn-pass`.
+    pub ice: IceServers,
+    /// `--peer-timeout`: the library's default unless given.
+    pub peer_timeout: Option<std::time::Duration>,
+}
+
+pub fn plugin(app: &mut App, room_url: String, options: &NetOptions) {
     // 1. Join the room. Every peer of the room connects to every other directly (WebRTC); the
     //    lobby only introduces them. Players behind NATs need the ICE servers (`--stun`,
     //    `--turn`) to find a path. (`--net-sim` puts a simulated bad network in between.)
     let mut config = MatchboxConfig::new(room_url);
-    config.ice_servers = ice;
-    match net_sim {
-        None => app.add_plugins(PeersyncPlugin::new(config)),
-        Some(conditioner) => {
-            let transport =
-                ConditionedTransport::new(MatchboxTransport::new(config), conditioner, 1);
-            app.add_plugins(PeersyncPlugin::with_socket(PeerSocket::new(transport)))
-        }
+    config.ice_servers = options.ice.clone();
+    let socket = match options.net_sim {
+        None => PeerSocket::matchbox(config),
+        Some(conditioner) => PeerSocket::new(ConditionedTransport::new(
+            MatchboxTransport::new(config),
+            conditioner,
+            1,
+        )),
     };
+    let mut peersync = PeersyncPlugin::with_socket(socket);
+    if let Some(timeout) = options.peer_timeout {
+        peersync.session.peer_timeout = timeout;
+    }
+    app.add_plugins(peersync);
 
     // 2. Say what travels. Every peer must register the same things in the same order (peers
     //    with a different list refuse each other with a clear reason).

@@ -149,7 +149,9 @@ fn disconnects(endpoint: &mut Endpoint) -> Vec<EndpointEvent> {
         .filter(|e| {
             matches!(
                 e,
-                EndpointEvent::Disconnected { .. } | EndpointEvent::Stalled { .. }
+                EndpointEvent::Disconnected { .. }
+                    | EndpointEvent::Stalled { .. }
+                    | EndpointEvent::Isolated
             )
         })
         .collect()
@@ -181,9 +183,10 @@ fn a_silent_peer_is_dropped_after_the_peer_timeout_and_then_ignored() {
     }
     a.flush(now, &mut |_| {});
     assert!(
-        matches!(&disconnects(&mut a)[..], [EndpointEvent::Disconnected { peer, reason: Disconnect::Silent(silent) }]
+        matches!(&disconnects(&mut a)[..], [EndpointEvent::Disconnected { peer, reason: Disconnect::Silent(silent) }, EndpointEvent::Isolated]
             if *peer == b_id && *silent > timeout),
-        "b should be dropped once silent for longer than {timeout:?}"
+        "b should be dropped once silent for longer than {timeout:?}, and a, with no peer \
+         left, should rejoin to find it again"
     );
     assert_eq!(
         a.send(b_id, Channel::Reliable, FIRST_APP_KIND, Bytes::new(), None),

@@ -3,14 +3,17 @@
 //!
 //! An owner announces an entity with a spawn. A spawn of an id already known here is a *claim*:
 //! accepted when the entity was handed to the sender, or follows the host and the sender is
-//! host; kept waiting (up to [`ReplicationConfig::handover_timeout`]) when the hand-over or the
-//! departure that would allow it may still be on its way; refused otherwise.
+//! host; kept waiting when the hand-over or the departure that would allow it may still be on
+//! its way (up to [`ReplicationConfig::handover_timeout`], or for as long as the claimant of an
+//! entity that follows the host is connected); refused otherwise. A waiting claim keeps the
+//! values its sender changes meanwhile, so the entity shows them once the claim is taken.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bevy::platform::collections::HashMap;
 use bevy::prelude::*;
+use bytes::Bytes;
 
 use super::ReplicationConfig;
 use super::ownership::Ownership;
@@ -39,6 +42,19 @@ pub(crate) struct PendingClaim {
     /// The sender despawned it while the claim waited: if the claim is accepted, the entity
     /// goes (rather than being kept forever under an owner that no longer has it).
     pub(crate) despawned: bool,
+    /// Values the sender changed while the claim waited, newest per component: applied after
+    /// the spawn's, so an accepted claim shows the claimant's state now, not when it claimed
+    /// (its mutations were acknowledged, so it will not send them again).
+    pub(crate) later: Vec<LaterValue>,
+}
+
+/// A value of a claimed entity that arrived in a mutation while the claim waited.
+#[derive(Debug)]
+pub(crate) struct LaterValue {
+    pub(crate) component: u16,
+    /// The sender's tick of the mutation it came in.
+    pub(crate) tick: u32,
+    pub(crate) bytes: Bytes,
 }
 
 /// What becomes of a replica whose owner left.
@@ -90,6 +106,36 @@ impl Authority {
     pub(crate) fn despawned(&mut self, sender: PeerId, wire: u32) -> bool {
         let claim = self.pending.get_mut(&(sender, wire));
         claim.map(|claim| claim.despawned = true).is_some()
+    }
+
+    /// A mutation of the entity `sender`'s waiting claim is about (if there is one) is kept
+    /// with the claim. Returns whether such a claim exists.
+    pub(crate) fn later_value(
+        &mut self,
+        sender: PeerId,
+        wire: u32,
+        component: u16,
+        tick: u32,
+        bytes: &[u8],
+    ) -> bool {
+        let Some(claim) = self.pending.get_mut(&(sender, wire)) else {
+            return false;
+        };
+        if tick <= claim.tick {
+            return true;
+        }
+        let value = LaterValue {
+            component,
+            tick,
+            bytes: Bytes::copy_from_slice(bytes),
+        };
+        // One per component (the registry bounds how many), so this stays small.
+        match claim.later.iter_mut().find(|v| v.component == component) {
+            Some(held) if held.tick < tick => *held = value,
+            Some(_) => {}
+            None => claim.later.push(value),
+        }
+        true
     }
 
     pub(crate) fn take_pending(&mut self) -> Vec<PendingClaim> {
@@ -174,7 +220,20 @@ pub(crate) fn may_claim(
     ))
 }
 
-/// Whether a claim kept waiting has waited too long.
-pub(crate) fn expired(claim: &PendingClaim, now: Duration, config: &ReplicationConfig) -> bool {
+/// Whether a claim kept waiting has waited too long. A connected peer's claim on an entity that
+/// follows the host never has: it is the host in its own view, and this peer's view (a
+/// departure not noticed here yet, a partial mesh being resolved) will follow, so the claim is
+/// taken then rather than refused, blaming an honest peer and leaving the entity frozen here.
+/// Such claims are bounded by the sender's entity limit and are never accepted unless the
+/// sender becomes host here.
+pub(crate) fn expired(
+    claim: &PendingClaim,
+    now: Duration,
+    config: &ReplicationConfig,
+    peers: &ConnectedPeers,
+) -> bool {
+    if claim.spawn.flags.follows_host() && peers.contains(claim.sender) {
+        return false;
+    }
     now.saturating_sub(claim.since) >= config.handover_timeout
 }

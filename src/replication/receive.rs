@@ -171,6 +171,7 @@ impl Apply<'_> {
                     tick,
                     spawn,
                     despawned: false,
+                    later: Vec::new(),
                 }),
                 UpdateOp::Insert { wire, components } => {
                     if let Some(entity) = self.ownership.entity_of(sender, wire) {
@@ -235,7 +236,7 @@ impl Apply<'_> {
     }
 
     /// Applies a spawn: a new replica, or a claim on an existing entity.
-    fn spawn(&mut self, claim: PendingClaim) {
+    fn spawn(&mut self, mut claim: PendingClaim) {
         let PendingClaim { sender, tick, .. } = claim;
         if let Some(named) = self.ownership.entity_of(sender, claim.spawn.wire)
             && self.net_ids.net_id_of(named) != Some(claim.spawn.net_id)
@@ -277,6 +278,9 @@ impl Apply<'_> {
         };
         for value in &claim.spawn.components {
             self.write(sender, entity, value.component, tick, &value.bytes);
+        }
+        for value in std::mem::take(&mut claim.later) {
+            self.write(sender, entity, value.component, value.tick, &value.bytes);
         }
     }
 
@@ -425,7 +429,21 @@ impl Apply<'_> {
                     Some(entity) => {
                         self.decode_onto(sender, &*registration.erased, entity, &mut input)
                     }
-                    None => registration.erased.decode_skip(&mut input),
+                    None => {
+                        let value = input;
+                        let skipped = registration.erased.decode_skip(&mut input);
+                        if skipped.is_ok() {
+                            let value = &value[..value.len() - input.len()];
+                            self.authority.later_value(
+                                sender,
+                                wire,
+                                group.component,
+                                header.tick,
+                                value,
+                            );
+                        }
+                        skipped
+                    }
                 };
                 decoded.map_err(|error| InputError::Decode {
                     type_name: registration.name,
@@ -501,7 +519,7 @@ impl Apply<'_> {
                     }
                 }
                 Verdict::Accept => self.spawn(claim),
-                Verdict::Wait if !authority::expired(&claim, self.now, self.config) => {
+                Verdict::Wait if !authority::expired(&claim, self.now, self.config, self.peers) => {
                     self.authority.wait(claim);
                 }
                 Verdict::Wait | Verdict::Refuse(_) => {

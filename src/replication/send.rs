@@ -292,6 +292,15 @@ impl Tick<'_> {
             let Some(owned) = self.ownership.give_up(entity) else {
                 continue;
             };
+            // The new owner (and everyone) starts from the values this peer holds now, on the
+            // reliable channel, not from the last mutations that happened to arrive: this
+            // tick's changes would otherwise never be sent, and lost ones never resent.
+            if let UpdateOp::Spawn(current) = self.spawn_op(entity, &owned) {
+                self.ops.push(UpdateOp::Insert {
+                    wire: owned.wire,
+                    components: current.components,
+                });
+            }
             self.ops.push(UpdateOp::HandOver {
                 wire: owned.wire,
                 to,

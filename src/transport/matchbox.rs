@@ -58,8 +58,9 @@ pub struct MatchboxConfig {
     /// lobby's join rate limits bound how fast that can happen. Default 128.
     pub max_abandoned_handshakes: usize,
     /// How often to check that the lobby still answers and has not restarted (a `GET /health`
-    /// on its port, whose boot id peersync-lobby changes per start; from a thread of its own;
-    /// native only). When the lobby dies, links to the peers already
+    /// on its port, whose boot id peersync-lobby changes per start; from a thread of its own,
+    /// or in the browser a `fetch` on the page's timer, which a lobby on another origin than
+    /// the page must allow: peersync-lobby does). When the lobby dies, links to the peers already
     /// connected stay up, but matchbox_socket has lost its signaling connection for good, so no
     /// new player could reach this one: once the lobby answers again after an outage, the
     /// socket rejoins the room (every peer does the same; players resume as themselves, see

@@ -124,6 +124,8 @@ struct Hub {
     reliable_tail: HashMap<(PeerId, PeerId), Duration>,
     /// Pairs of peers whose link is cut (lower id first).
     cut: HashSet<(PeerId, PeerId)>,
+    /// Pairs of peers whose packets vanish without either side being told (lower id first).
+    silenced: HashSet<(PeerId, PeerId)>,
     order: u64,
 }
 
@@ -140,7 +142,11 @@ impl Hub {
     }
 
     fn route(&mut self, from: PeerId, packet: Packet) {
-        if !self.members.contains_key(&packet.peer) || self.cut.contains(&pair(from, packet.peer)) {
+        let link_pair = pair(from, packet.peer);
+        if !self.members.contains_key(&packet.peer)
+            || self.cut.contains(&link_pair)
+            || self.silenced.contains(&link_pair)
+        {
             return;
         }
         let link = (from, packet.peer);
@@ -198,6 +204,7 @@ impl Hub {
         }
         self.reliable_tail.retain(|(a, b), _| *a != id && *b != id);
         self.cut.retain(|(a, b)| *a != id && *b != id);
+        self.silenced.retain(|(a, b)| *a != id && *b != id);
     }
 }
 
@@ -222,6 +229,7 @@ impl MemoryNetwork {
                 members: BTreeMap::new(),
                 reliable_tail: HashMap::new(),
                 cut: HashSet::new(),
+                silenced: HashSet::new(),
                 order: 0,
             })),
         }
@@ -278,6 +286,21 @@ impl MemoryNetwork {
                 member.links.push(LinkEvent::Up(other));
             }
         }
+    }
+
+    /// Makes every packet between `a` and `b` vanish while both links stay up, as when a
+    /// player's network drops without its WebRTC stack (or the lobby) noticing yet: only the
+    /// silence tells. Undone by [`MemoryNetwork::unsilence`]; peers that join later (a rejoin
+    /// is a new id) are not silenced.
+    pub fn silence(&self, a: PeerId, b: PeerId) {
+        if a != b {
+            self.hub().silenced.insert(pair(a, b));
+        }
+    }
+
+    /// Lets packets between `a` and `b` through again after [`MemoryNetwork::silence`].
+    pub fn unsilence(&self, a: PeerId, b: PeerId) {
+        self.hub().silenced.remove(&pair(a, b));
     }
 
     /// Moves the clock forward. Packets are delivered once the clock has reached their time.

@@ -1,5 +1,6 @@
 //! Only an entity's owner changes it: a peer that claims someone else's entity is rejected and
-//! reported; an owner can hand an entity over, and then only the new owner counts.
+//! reported; an owner can hand an entity over, with its latest values, and then only the new
+//! owner counts.
 
 use std::time::Duration;
 
@@ -119,6 +120,8 @@ fn an_owner_hands_an_entity_over_and_only_the_new_owner_counts() {
     let net_id = sim.apps[0].world().get::<NetId>(entity).unwrap().0;
     let new_owner = local_id(&sim.apps[1]);
 
+    // A last change in the same frame as the hand-over: it must reach the new owner.
+    sim.apps[0].world_mut().get_mut::<Health>(entity).unwrap().0 = 9;
     sim.apps[0]
         .world_mut()
         .commands()
@@ -126,13 +129,15 @@ fn an_owner_hands_an_entity_over_and_only_the_new_owner_counts() {
         .transfer_ownership(new_owner);
     sim.run_until(
         Duration::from_secs(2),
-        "everyone agrees on the new owner",
+        "everyone agrees on the new owner, and holds the value the old owner set last",
         |sim| {
             let b = entity_with(&mut sim.apps[1], net_id);
             let c = entity_with(&mut sim.apps[2], net_id);
             sim.apps[0].world().get::<Owner>(entity) == Some(&Owner::Peer(new_owner))
                 && sim.apps[1].world().get::<Owner>(b) == Some(&Owner::Local)
                 && sim.apps[2].world().get::<Owner>(c) == Some(&Owner::Peer(new_owner))
+                && sim.apps[1].world().get::<Health>(b) == Some(&Health(9))
+                && sim.apps[2].world().get::<Health>(c) == Some(&Health(9))
         },
     );
 

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::process::{Watched, demo_binary};
+use crate::support::process::{Watched, demo_binary, free_port, start_demo, start_lobby};
 use peersync_lobby::{LobbyConfig, LobbyThread};
 
 /// `web/build.sh` builds into `<target dir>/web`; this test binary is `<target dir>/<profile>/deps/…`.
@@ -55,6 +55,12 @@ impl Drop for Profile {
 
 /// The headless demo page of `room` in Chromium; its console goes to stderr.
 fn chromium(lobby: &LobbyThread, room: &str, profile: &Profile) -> Watched {
+    let page = format!("http://{}/?room={room}&headless", lobby.local_addr());
+    chromium_page(&page, profile)
+}
+
+/// The page at `url` in headless Chromium; its console goes to stderr.
+fn chromium_page(url: &str, profile: &Profile) -> Watched {
     let chromium = ["chromium", "chromium-browser"]
         .into_iter()
         .find(|name| Command::new(name).arg("--version").output().is_ok())
@@ -75,7 +81,7 @@ fn chromium(lobby: &LobbyThread, room: &str, profile: &Profile) -> Watched {
         "--enable-logging=stderr",
         "--v=0",
         &format!("--user-data-dir={}", profile.0.display()),
-        &format!("http://{}/?room={room}&headless", lobby.local_addr()),
+        url,
     ]))
 }
 
@@ -189,4 +195,68 @@ fn chromium_and_firefox_play_with_each_other_and_a_native_demo() {
         ("native", native(&lobby, "b2b-test")),
     ];
     until_all_see_and_hear(&mut players, 3);
+}
+
+#[test]
+fn a_browser_player_rejoins_a_restarted_lobby_so_that_new_players_reach_it() {
+    let _one = ONE_BROWSER_TEST.lock().unwrap_or_else(|e| e.into_inner());
+    let site = site();
+    assert!(
+        site.join("demo_bg.wasm").exists(),
+        "the browser build is missing: run `PROFILE=debug web/build.sh` (./ci.sh does)"
+    );
+    let site = site.display().to_string();
+    let port = free_port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let room = "lost-lobby-web";
+    let lobby = start_lobby(port, &["--static-dir", &site]);
+    let profile = Profile::new("chromium-lost-lobby");
+    let page = format!("http://127.0.0.1:{port}/?room={room}&headless");
+    let mut players = [
+        ("chromium", chromium_page(&page, &profile)),
+        ("native", start_demo(&url, room, 200)),
+    ];
+    until_all_see_and_hear(&mut players, 2);
+
+    // The lobby dies and a new one starts on its port: the page's signaling is gone for good,
+    // and only its own look at /health (a new boot id) can tell it to rejoin.
+    lobby.signal("KILL");
+    let _lobby = start_lobby(port, &["--static-dir", &site]);
+    let back = Instant::now();
+    let marks: Vec<usize> = players.iter().map(|(_, p)| p.seen.len()).collect();
+    let mut newcomer = start_demo(&url, room, 200);
+    let deadline = back + Duration::from_secs(40);
+    loop {
+        newcomer.collect();
+        for (_, player) in players.iter_mut() {
+            player.collect();
+        }
+        let page_sees_three = players[0]
+            .1
+            .since(marks[0])
+            .iter()
+            .any(|l| l.contains("SEES 3 PLAYERS"));
+        if page_sees_three && newcomer.said("SEES 3 PLAYERS") > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "once the lobby is back, the browser player should rejoin it by itself and meet the \
+             new player (both seeing 3 players); the page said: {:#?}\nthe native player: \
+             {:#?}\nthe new player: {:#?}",
+            players[0]
+                .1
+                .since(marks[0])
+                .iter()
+                .filter(|l| l.contains("CONSOLE"))
+                .collect::<Vec<_>>(),
+            players[1].1.since(marks[1]),
+            newcomer.seen
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "a new player reached the browser player {:?} after the lobby came back",
+        back.elapsed()
+    );
 }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use bevy::prelude::*;
-use bevy_peersync::LinkConditioner;
 use bevy_peersync::prelude::*;
+use bevy_peersync::replication::ReplicationConfig;
+use bevy_peersync::{LinkConditioner, SessionConfig};
 
 use crate::support::sim::*;
 
@@ -144,4 +145,173 @@ fn two_peers_that_started_alone_keep_one_world_when_they_meet() {
         1,
         "exactly one peer (the younger session's) merged: {merges:?}"
     );
+}
+
+/// Rejections an app reported, as (sender, reason).
+#[derive(Resource, Default)]
+struct Blamed(Vec<(PeerId, String)>);
+
+/// Replication, and the rejections this app reports. The world entity is spawned by the test
+/// (the `game` rule would have every new host spawn one of its own).
+fn noting_blame(app: &mut App) {
+    replicate_basics(app);
+    app.init_resource::<Blamed>().add_observer(
+        |rejected: On<PeerInputRejected>, mut blamed: ResMut<Blamed>| {
+            blamed.0.push((rejected.peer, rejected.error.to_string()));
+        },
+    );
+}
+
+/// The world entities an app holds: (net id, owner, health).
+fn world_values(app: &mut App) -> Vec<(u64, Owner, u32)> {
+    let world = app.world_mut();
+    let mut query = world.query_filtered::<(&NetId, &Owner, &Health), With<HostOwned>>();
+    query
+        .iter(world)
+        .map(|(id, owner, health)| (id.0, *owner, health.0))
+        .collect()
+}
+
+#[test]
+fn a_new_hosts_claim_waits_for_a_slower_peer_and_brings_the_values_changed_meanwhile() {
+    // The host founds the session alone, then two peers join: one that notices a silent peer
+    // after the default 2 s, one that needs 5 s and refuses a claim that waited 1 s.
+    let mut sim = Sim::new(13, LinkConditioner::PERFECT, 1, noting_blame);
+    sim.run_until(Duration::from_secs(3), "the first peer founds", |sim| {
+        sim.apps[0].world().resource::<ConnectedPeers>().is_host()
+    });
+    sim.apps[0]
+        .world_mut()
+        .spawn((Replicated, HostOwned, Health(100)));
+    let quick = sim.join();
+    let slow = sim.join_with_session(SessionConfig {
+        peer_timeout: Duration::from_secs(5),
+        ..SessionConfig::default()
+    });
+    sim.apps[slow]
+        .world_mut()
+        .resource_mut::<ReplicationConfig>()
+        .handover_timeout = Duration::from_secs(1);
+    sim.connect_all();
+    sim.run_until(Duration::from_secs(2), "everyone holds the world", |sim| {
+        sim.apps.iter_mut().all(|app| world_values(app).len() == 1)
+    });
+    let new_host = local_id(&sim.apps[quick]);
+
+    // The host hangs. The quick peer drops it after 2 s, becomes host, claims the world entity
+    // and changes it; the slow peer still sees the old host for 3 s more.
+    sim.frozen = vec![0];
+    sim.run_until(
+        Duration::from_secs(3),
+        "the quick peer drops the hung host and owns the world",
+        |sim| {
+            matches!(
+                world_values(&mut sim.apps[quick])[..],
+                [(_, Owner::Local, _)]
+            )
+        },
+    );
+    let world = sim.apps[quick]
+        .world_mut()
+        .query_filtered::<Entity, With<HostOwned>>()
+        .single(sim.apps[quick].world())
+        .unwrap();
+    sim.run_for(Duration::from_millis(200));
+    sim.apps[quick]
+        .world_mut()
+        .get_mut::<Health>(world)
+        .unwrap()
+        .0 = 7;
+    sim.run_for(Duration::from_millis(500));
+    let slow_view = world_values(&mut sim.apps[slow]);
+    assert!(
+        matches!(slow_view[..], [(_, Owner::Peer(owner), 100)] if owner != new_host),
+        "the slow peer, still seeing the old host, keeps its copy while the claim waits: \
+         {slow_view:?}"
+    );
+
+    sim.run_until(
+        Duration::from_secs(6),
+        "the slow peer drops the hung host, takes the new host's waiting claim and shows the \
+         value it changed meanwhile",
+        |sim| {
+            world_values(&mut sim.apps[slow])[..]
+                == [(world_net_id(sim, quick), Owner::Peer(new_host), 7)]
+        },
+    );
+    let blamed = &sim.apps[slow].world().resource::<Blamed>().0;
+    assert!(
+        blamed.iter().all(|(peer, _)| *peer != new_host),
+        "the new host, an honest peer, is never reported for its claim: {blamed:?}"
+    );
+}
+
+fn world_net_id(sim: &mut Sim, app: usize) -> u64 {
+    world_values(&mut sim.apps[app])[0].0
+}
+
+#[test]
+fn a_host_whose_network_drops_rejoins_as_itself_and_the_session_keeps_one_world() {
+    let mut sim = Sim::new(17, LinkConditioner::PERFECT, 3, noting_blame);
+    sim.connect_all();
+    let first_host = sim.agreed_host().unwrap();
+    let founder = sim
+        .apps
+        .iter()
+        .position(|app| local_id(app) == first_host)
+        .unwrap();
+    sim.apps[founder]
+        .world_mut()
+        .spawn((Replicated, HostOwned, Health(100)));
+    sim.run_until(Duration::from_secs(2), "everyone holds the world", |sim| {
+        sim.apps.iter_mut().all(|app| world_values(app).len() == 1)
+    });
+    let old_host = sim.agreed_host().unwrap();
+    let cut_off = sim
+        .apps
+        .iter()
+        .position(|app| local_id(app) == old_host)
+        .unwrap();
+    let player = sim.apps[cut_off]
+        .world()
+        .resource::<ConnectedPeers>()
+        .local_player()
+        .unwrap();
+    let net_id = world_net_id(&mut sim, cut_off);
+
+    // Its packets vanish both ways, and no link goes down: only the silence tells, as when a
+    // laptop's Wi-Fi drops. Everyone times everyone out; the rejoin after it gets through.
+    for app in &sim.apps {
+        sim.net.silence(old_host, local_id(app));
+    }
+    let took = sim.run_until(
+        Duration::from_secs(6),
+        "the cut-off host rejoins under a new id and is the same player to the others; all \
+         three agree on a host among the two that stayed, and hold the one world entity, owned \
+         by that host",
+        |sim| {
+            let Some(host) = sim.agreed_host() else {
+                return false;
+            };
+            let back = local_id(&sim.apps[cut_off]);
+            let recognised = sim.apps.iter().enumerate().all(|(i, app)| {
+                let peers = app.world().resource::<ConnectedPeers>();
+                peers.len() == 2 && (i == cut_off || peers.player(back) == Some(player))
+            });
+            recognised
+                && back != old_host
+                && host != old_host
+                && host != back
+                && sim.apps.iter_mut().all(|app| {
+                    let me = local_id(app);
+                    let expected = if me == host {
+                        Owner::Local
+                    } else {
+                        Owner::Peer(host)
+                    };
+                    world_values(app)[..] == [(net_id, expected, 100)]
+                })
+        },
+    );
+    eprintln!("a host cut off from everyone was back, with one world, after {took:?}");
 }

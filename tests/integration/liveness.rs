@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::support::process::{Watched, poll_output, start_demo};
+use crate::support::process::{Watched, poll_output, start_demo_with};
 use peersync_lobby::{LobbyConfig, LobbyThread};
 
 /// The demo's once-a-second summary: `[bot ME] N players, ball at (..) owned by X, host H`.
@@ -105,9 +105,12 @@ fn a_stopped_host_is_replaced_within_seconds_and_rejoins_when_it_runs_again() {
     eprintln!("the stopped host was back as the same player {took:?} after it ran again");
 }
 
-/// Three demos that agree on a host; returns them and the host's index.
+/// Three demos that agree on a host, with the library's own peer timeout; returns them and the
+/// host's index.
 fn three_demos(url: &str, room: &str) -> (Vec<Watched>, usize) {
-    let mut demos: Vec<Watched> = (0..3).map(|_| start_demo(url, room, 120)).collect();
+    let mut demos: Vec<Watched> = (0..3)
+        .map(|_| start_demo_with(url, room, 120, &[]))
+        .collect();
     poll_output(
         &mut demos,
         Duration::from_secs(60),

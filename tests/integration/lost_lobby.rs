@@ -2,33 +2,9 @@
 //! themselves, come back to each other as the same players, and a new player joins the running
 //! session.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::process::{Watched, lobby_binary, poll_output, start_demo};
-
-/// A port nothing listens on now (the lobby binds it next, and again after a restart).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a loopback port")
-        .port()
-}
-
-fn start_lobby(port: u16) -> Watched {
-    let lobby =
-        Watched::spawn(Command::new(lobby_binary()).args(["--bind", &format!("127.0.0.1:{port}")]));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the lobby should listen on port {port} within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    lobby
-}
+use crate::support::process::{free_port, poll_output, start_demo, start_lobby};
 
 /// Summary lines (`[bot ME] N players, …`) an output has since `from`, with N.
 fn player_counts(lines: &[String]) -> Vec<usize> {
@@ -45,7 +21,7 @@ fn player_counts(lines: &[String]) -> Vec<usize> {
 fn players_keep_playing_without_the_lobby_and_a_new_one_joins_once_it_is_back() {
     let port = free_port();
     let url = format!("ws://127.0.0.1:{port}");
-    let lobby = start_lobby(port);
+    let lobby = start_lobby(port, &[]);
     let mut demos = vec![
         start_demo(&url, "lost-lobby", 120),
         start_demo(&url, "lost-lobby", 120),
@@ -71,7 +47,7 @@ fn players_keep_playing_without_the_lobby_and_a_new_one_joins_once_it_is_back() 
         },
     );
 
-    let _lobby = start_lobby(port);
+    let _lobby = start_lobby(port, &[]);
     let back = Instant::now();
     let marks: Vec<usize> = demos.iter().map(|d| d.seen.len()).collect();
     demos.push(start_demo(&url, "lost-lobby", 120));

@@ -25,17 +25,6 @@ fn setup(app: &mut App) {
     );
 }
 
-/// Steps every app but `frozen`, as when its process is stopped.
-fn step_without(sim: &mut Sim, frozen: usize) {
-    for (i, app) in sim.apps.iter_mut().enumerate() {
-        if i != frozen {
-            app.update();
-        }
-    }
-    sim.net.advance(DT);
-    sim.now += DT;
-}
-
 /// What `app` holds of the entity with `health`: (net id, owner, suspended), one per copy.
 fn copies(app: &mut App, health: u32) -> Vec<(u64, Owner, bool)> {
     let world = app.world_mut();
@@ -90,10 +79,10 @@ fn a_stopped_player_comes_back_as_itself_with_its_entities() {
         .single(sim.apps[player].world())
         .expect("the player holds the world entity");
 
-    // Stopped for 6 s: longer than the peer timeout (5 s), within the resume grace (10 s).
-    for _ in 0..360 {
-        step_without(&mut sim, player);
-    }
+    // Stopped for 6 s: longer than the peer timeout (2 s), within the resume grace (10 s).
+    sim.frozen = vec![player];
+    sim.run_for(Duration::from_secs(6));
+    sim.frozen.clear();
     for i in &others {
         let held = copies(&mut sim.apps[*i], 7);
         assert_eq!(

@@ -21,10 +21,17 @@ pub fn app(url: &str, setup: impl FnOnce(&mut App)) -> App {
     app_with_socket(PeerSocket::matchbox(MatchboxConfig::new(url)), setup)
 }
 
+/// The peer timeout of the tests' real-time apps. Several of them share one test thread, beside
+/// other tests and browsers, on CI's two cores: a thread starved for the library's 2 s would
+/// drop healthy peers. Tests about liveness set their own.
+pub const TEST_PEER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A headless app over `socket`.
 pub fn app_with_socket(socket: PeerSocket, setup: impl FnOnce(&mut App)) -> App {
     let mut app = App::new();
-    app.add_plugins((MinimalPlugins, PeersyncPlugin::with_socket(socket)));
+    let mut peersync = PeersyncPlugin::with_socket(socket);
+    peersync.session.peer_timeout = TEST_PEER_TIMEOUT;
+    app.add_plugins((MinimalPlugins, peersync));
     setup(&mut app);
     app.finish();
     app.cleanup();

@@ -119,6 +119,12 @@ impl Drop for Watched {
 /// A headless demo process (a bot) in `room` of the lobby at `lobby`, quitting after
 /// `quit_after` seconds at the latest.
 pub fn start_demo(lobby: &str, room: &str, quit_after: u32) -> Watched {
+    start_demo_with(lobby, room, quit_after, &["--peer-timeout", "5"])
+}
+
+/// A headless demo as [`start_demo`] starts it, with `extra` flags instead of the tests' longer
+/// peer timeout (see `TEST_PEER_TIMEOUT`): tests about liveness run with the library's own.
+pub fn start_demo_with(lobby: &str, room: &str, quit_after: u32, extra: &[&str]) -> Watched {
     Watched::spawn(
         Command::new(demo_binary())
             .args([
@@ -130,6 +136,7 @@ pub fn start_demo(lobby: &str, room: &str, quit_after: u32) -> Watched {
                 "--quit-after",
             ])
             .arg(quit_after.to_string())
+            .args(extra)
             .env("RUST_LOG", "warn,bevy_peersync=info"),
     )
 }
@@ -193,4 +200,30 @@ pub fn lobby_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A loopback port nothing listens on now (a lobby binds it next, and again after a restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a loopback port")
+        .port()
+}
+
+/// A peersync-lobby process on 127.0.0.1:`port` with `extra` flags, once it listens.
+pub fn start_lobby(port: u16, extra: &[&str]) -> Watched {
+    let lobby = Watched::spawn(
+        Command::new(lobby_binary())
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(extra),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the lobby should listen on port {port} within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lobby
 }

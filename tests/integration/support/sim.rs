@@ -8,7 +8,7 @@ use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use bevy_peersync::prelude::*;
 use bevy_peersync::replication::codec::ComponentCodec;
-use bevy_peersync::{LinkConditioner, MemoryNetwork};
+use bevy_peersync::{LinkConditioner, MemoryNetwork, SessionConfig};
 use serde::{Deserialize, Serialize};
 
 /// 60 frames per second.
@@ -18,6 +18,8 @@ pub struct Sim {
     pub net: MemoryNetwork,
     pub apps: Vec<App>,
     pub now: Duration,
+    /// Apps that are not stepped (a hung process): they send nothing, and their links stay up.
+    pub frozen: Vec<usize>,
     setup: fn(&mut App),
 }
 
@@ -29,6 +31,7 @@ impl Sim {
             net,
             apps: Vec::new(),
             now: Duration::ZERO,
+            frozen: Vec::new(),
             setup,
         };
         for _ in 0..peers {
@@ -39,12 +42,16 @@ impl Sim {
 
     /// Adds a peer (a late joiner once the others are running).
     pub fn join(&mut self) -> usize {
+        self.join_with_session(SessionConfig::default())
+    }
+
+    /// Adds a peer with its own timings (e.g. one that notices departures later than others).
+    pub fn join_with_session(&mut self, session: SessionConfig) -> usize {
+        let mut peersync = PeersyncPlugin::with_socket(PeerSocket::new(self.net.join()));
+        peersync.session = session;
         let mut app = App::new();
-        app.add_plugins((
-            MinimalPlugins,
-            PeersyncPlugin::with_socket(PeerSocket::new(self.net.join())),
-        ))
-        .insert_resource(TimeUpdateStrategy::ManualDuration(DT));
+        app.add_plugins((MinimalPlugins, peersync))
+            .insert_resource(TimeUpdateStrategy::ManualDuration(DT));
         (self.setup)(&mut app);
         app.finish();
         app.cleanup();
@@ -53,8 +60,10 @@ impl Sim {
     }
 
     pub fn step(&mut self) {
-        for app in &mut self.apps {
-            app.update();
+        for (index, app) in self.apps.iter_mut().enumerate() {
+            if !self.frozen.contains(&index) {
+                app.update();
+            }
         }
         self.net.advance(DT);
         self.now += DT;
