@@ -1,6 +1,6 @@
 //! The plain HTTP endpoints beside the WebSocket rooms: health for load balancers, the room
 //! list for lobby browsers, Prometheus metrics, and optionally a static directory (the wasm
-//! demo), all on the lobby's one port.
+//! demo, [`crate::web`]), all on the lobby's one port.
 //!
 //! With a secret set, room names may be private (a match's name is its invitation), so `/rooms`
 //! and `/metrics` need an admin token ([`crate::admission::admit_admin`]); `/health` stays open
@@ -8,11 +8,9 @@
 
 use std::sync::atomic::Ordering;
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tower::ServiceExt;
 
 use crate::admission::admit_admin;
 use crate::server::{Shared, refuse, unix_now};
@@ -47,11 +45,8 @@ pub(crate) async fn endpoint(shared: &Shared, request: Request) -> Response {
         "/health" => (StatusCode::OK, format!("ok {}\n", shared.boot)).into_response(),
         "/rooms" => rooms(shared, query),
         "/metrics" => metrics(shared),
-        _ => match &shared.static_files {
-            Some(files) => match files.clone().oneshot(request).await {
-                Ok(response) => response.map(Body::new),
-                Err(infallible) => match infallible {},
-            },
+        _ => match &shared.site {
+            Some(site) => site.serve(request).await,
             None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
         },
     }

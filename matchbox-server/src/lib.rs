@@ -47,6 +47,7 @@ mod server;
 pub mod signal;
 pub mod state;
 mod uri;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -170,7 +171,9 @@ pub struct LobbyConfig {
     )]
     pub allowed_origins: Vec<String>,
 
-    /// Directory of a built web page (the wasm demo) served on the same port.
+    /// Directory of a built web page (the wasm demo) served on the same port. A file's `.br` or
+    /// `.gz` sibling is sent instead when the client accepts it; every file is sent with
+    /// `Cache-Control: no-cache` (revalidated by ETag on each load).
     #[arg(long, env = "PEERSYNC_LOBBY_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
 

@@ -16,4 +16,5 @@ mod rooms;
 mod sharding;
 mod shutdown;
 mod signal_oracle;
+mod static_site;
 mod tokens;
