@@ -18,3 +18,4 @@ mod shutdown;
 mod signal_oracle;
 mod static_site;
 mod tokens;
+mod turn;
