@@ -1,6 +1,8 @@
 //! Who may join which room: one pure decision from the lobby's settings and the facts of a
 //! request, so every refusal (its HTTP status, its reason, its order against the others) is
-//! tested without a socket, in the spirit of [`crate::state`].
+//! tested without a socket, in the spirit of [`crate::state`]. The plain HTTP endpoints that
+//! need credentials are decided here the same way: the admin endpoints ([`admit_admin`]) and
+//! TURN credentials ([`admit_turn`], which asks what a join into the room would).
 //!
 //! The server gathers the facts (path, query, `Origin`, address, connection counts, the clock)
 //! and the state they are judged against (rooms, player tokens in use, join rate buckets), and
@@ -139,17 +141,7 @@ pub fn admit(
             ),
         ));
     }
-    if !config.allowed_origins.is_empty()
-        && !facts
-            .origin
-            .is_some_and(|o| config.allowed_origins.iter().any(|a| a == o))
-    {
-        return Err(Refusal::new(
-            Reason::OriginNotAllowed,
-            StatusCode::FORBIDDEN,
-            format!("origin {} is not allowed", facts.origin.unwrap_or("(none)")),
-        ));
-    }
+    check_origin(config, facts.origin)?;
     let name = room_name(facts.path)
         .map_err(|message| Refusal::new(Reason::BadRoom, StatusCode::BAD_REQUEST, message))?;
     let query = parse_query(facts.query);
@@ -229,6 +221,22 @@ fn check_join_token(
     now_unix: u64,
     leases: &TokenLeases,
 ) -> Result<Option<String>, TokenError> {
+    let verified = check_token_policy(config, secret, room, token, now_unix)?;
+    match verified.nonce {
+        Some(nonce) if leases.in_use(room, &nonce) => Err(TokenError::InUse),
+        nonce => Ok(nonce),
+    }
+}
+
+/// What makes a token one that may join `room`, whether or not its nonce is in use: signature
+/// and expiry, the lobby's lifetime limit, and its demand for player tokens.
+fn check_token_policy(
+    config: &LobbyConfig,
+    secret: &str,
+    room: &str,
+    token: Option<&str>,
+    now_unix: u64,
+) -> Result<crate::auth::VerifiedToken, TokenError> {
     let verified = verify_token(
         secret.as_bytes(),
         room,
@@ -239,11 +247,36 @@ fn check_join_token(
     if max_secs != 0 && verified.expiry.saturating_sub(now_unix) > max_secs {
         return Err(TokenError::TooLongLived { max_secs });
     }
-    match verified.nonce {
-        None if config.require_token_nonce => Err(TokenError::NonceRequired),
-        Some(nonce) if leases.in_use(room, &nonce) => Err(TokenError::InUse),
-        nonce => Ok(nonce),
+    if verified.nonce.is_none() && config.require_token_nonce {
+        return Err(TokenError::NonceRequired);
     }
+    Ok(verified)
+}
+
+/// `--allow-origin`: with a list, only pages from those origins (and no client without one).
+fn check_origin(config: &LobbyConfig, origin: Option<&str>) -> Result<(), Refusal> {
+    if config.allowed_origins.is_empty()
+        || origin.is_some_and(|o| config.allowed_origins.iter().any(|a| a == o))
+    {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        Reason::OriginNotAllowed,
+        StatusCode::FORBIDDEN,
+        format!("origin {} is not allowed", origin.unwrap_or("(none)")),
+    ))
+}
+
+/// The token a plain HTTP request presents: `Authorization: Bearer <token>` (a backend, a
+/// scraper), else `?token=` (a page that cannot set headers without a CORS preflight).
+fn presented_token(authorization: Option<&str>, query: &str) -> Option<String> {
+    let bearer = authorization.and_then(|value| {
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+    });
+    bearer.or_else(|| parse_query(query).remove("token"))
 }
 
 /// Whether a request may read the admin endpoints (`/rooms`, `/metrics`). Open without a
@@ -259,13 +292,7 @@ pub fn admit_admin(
     let Some(secret) = &config.secret else {
         return Ok(());
     };
-    let bearer = authorization.and_then(|value| {
-        let (scheme, token) = value.trim().split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned())
-    });
-    let Some(token) = bearer.or_else(|| parse_query(query).remove("token")) else {
+    let Some(token) = presented_token(authorization, query) else {
         return Err(Refusal::new(
             Reason::AdminUnauthorized,
             StatusCode::UNAUTHORIZED,
@@ -281,6 +308,75 @@ pub fn admit_admin(
                 format!("admin token refused: {error}"),
             )
         })
+}
+
+/// What the server knows of a request for TURN credentials: `GET /turn/<room>` (or `/turn`, the
+/// default room) with the room's join token, when the lobby has a secret.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnFacts<'a> {
+    /// The URL path after `/turn`: empty, or `/` and the room, percent-encoded, as a join's.
+    pub room_path: &'a str,
+    /// The URL query without its `?` (`token=`, `user=`).
+    pub query: &'a str,
+    /// The `Authorization` header, if any (`Bearer <token>`).
+    pub authorization: Option<&'a str>,
+    /// The `Origin` header, if any.
+    pub origin: Option<&'a str>,
+    /// Seconds since the Unix epoch: tokens expire against it.
+    pub now_unix: u64,
+}
+
+/// Who TURN credentials are for: the `user` part of their username.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnGrant {
+    /// A player token's nonce, else `?user=`, else `player`.
+    pub user: String,
+}
+
+/// Decides a request for TURN credentials. Without a secret anyone may have them; with one, the
+/// request needs what would let it join the room: a join token for it (a bearer header or
+/// `?token=`) that passes the lobby's lifetime and nonce policy. A player token in use by a live
+/// connection still counts, since that is the player asking. No token: 401; a token that would
+/// not join the room: 403. Only `--allow-origin` is checked as for a join; connection and join
+/// rate limits are not (an answer costs one HMAC).
+pub fn admit_turn(config: &LobbyConfig, facts: &TurnFacts<'_>) -> Result<TurnGrant, Refusal> {
+    check_origin(config, facts.origin)?;
+    let room = room_name(facts.room_path)
+        .map_err(|message| Refusal::new(Reason::BadRoom, StatusCode::BAD_REQUEST, message))?;
+    let asked = parse_query(facts.query).remove("user");
+    if let Some(user) = &asked
+        && !crate::turn::valid_user(user)
+    {
+        return Err(Refusal::new(
+            Reason::BadTurnUser,
+            StatusCode::BAD_REQUEST,
+            format!("user must be 1 to 64 of A-Z a-z 0-9 - _, not {user:?}"),
+        ));
+    }
+    let nonce = match &config.secret {
+        None => None,
+        Some(secret) => {
+            let Some(token) = presented_token(facts.authorization, facts.query) else {
+                return Err(Refusal::new(
+                    Reason::TurnUnauthorized,
+                    StatusCode::UNAUTHORIZED,
+                    "a join token for the room is required (?token=, or Authorization: Bearer)",
+                ));
+            };
+            check_token_policy(config, secret, &room, Some(&token), facts.now_unix)
+                .map_err(|error| {
+                    Refusal::new(
+                        Reason::TurnForbidden,
+                        StatusCode::FORBIDDEN,
+                        format!("token refused for room {room:?}: {error}"),
+                    )
+                })?
+                .nonce
+        }
+    };
+    Ok(TurnGrant {
+        user: nonce.or(asked).unwrap_or_else(|| "player".to_owned()),
+    })
 }
 
 #[cfg(test)]

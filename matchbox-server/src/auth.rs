@@ -121,7 +121,7 @@ pub fn mint_player_token(secret: &[u8], room: &str, expiry: u64, nonce: &str) ->
     })
 }
 
-fn valid_nonce(nonce: &str) -> bool {
+pub(crate) fn valid_nonce(nonce: &str) -> bool {
     (1..=MAX_NONCE).contains(&nonce.len())
         && nonce
             .bytes()

@@ -5,9 +5,10 @@
 //! room capacity, a lobby browser (`GET /rooms`), health and Prometheus metrics, size, rate,
 //! idle and handshake limits, connection limits in total and per address, join rate limits per
 //! address and per room, signed join tokens (per room, or per player: one live connection per
-//! token) with a bounded lifetime, admin tokens for `/rooms` and `/metrics`, and an Origin
-//! allowlist. Every refusal has an HTTP status and every close a close code, each with a
-//! reason, and each counted.
+//! token) with a bounded lifetime, admin tokens for `/rooms` and `/metrics`, an Origin
+//! allowlist, time-limited TURN credentials for coturn (`GET /turn/<room>`, [`turn`]), and a
+//! built web page served compressed with caching headers. Every refusal has an HTTP status and
+//! every close a close code, each with a reason, and each counted.
 //!
 //! Anyone holding a room's URL is a member of that room, so the lobby does not trust members
 //! either: every signal is checked before it is relayed ([`signal`]: matchbox_socket unwraps
@@ -21,8 +22,8 @@
 //! 4003 invalid signal, 4004 flooding a peer.
 //!
 //! The parts: [`admission`] decides joins (pure), [`signal`] checks signals (pure), [`state`]
-//! holds rooms (pure), [`ratelimit`] the token buckets, [`auth`] the tokens; the server module
-//! does the I/O around them.
+//! holds rooms (pure), [`ratelimit`] the token buckets, [`auth`] the tokens, [`turn`] the TURN
+//! credentials; the server module does the I/O around them.
 //!
 //! Embed it (tests, a game's "host a lobby" button) or run the `peersync-lobby` binary:
 //!
@@ -46,7 +47,9 @@ pub mod ratelimit;
 mod server;
 pub mod signal;
 pub mod state;
+pub mod turn;
 mod uri;
+mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -170,9 +173,43 @@ pub struct LobbyConfig {
     )]
     pub allowed_origins: Vec<String>,
 
-    /// Directory of a built web page (the wasm demo) served on the same port.
+    /// Directory of a built web page (the wasm demo) served on the same port. A file's `.br` or
+    /// `.gz` sibling is sent instead when the client accepts it; every file is sent with
+    /// `Cache-Control: no-cache` (revalidated by ETag on each load).
     #[arg(long, env = "PEERSYNC_LOBBY_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
+
+    /// coturn's `static-auth-secret` (coturn runs with `use-auth-secret`): with it,
+    /// `GET /turn/<room>` hands out time-limited TURN credentials (docs/turn.md). Needs
+    /// --turn-uri.
+    #[arg(
+        long,
+        env = "PEERSYNC_LOBBY_TURN_SECRET",
+        hide_env_values = true,
+        requires = "turn_uris"
+    )]
+    pub turn_secret: Option<String>,
+
+    /// ICE server URIs handed out with TURN credentials, e.g.
+    /// `turn:turn.example.com:3478?transport=udp` (also `stun:` and `turns:`); repeat the flag
+    /// or separate with commas.
+    #[arg(
+        long = "turn-uri",
+        env = "PEERSYNC_LOBBY_TURN_URIS",
+        value_delimiter = ',',
+        value_parser = turn::parse_ice_uri
+    )]
+    pub turn_uris: Vec<String>,
+
+    /// Lifetime of TURN credentials, in seconds (60 to 604800). A player uses its credential
+    /// for every relay it allocates while in its room, so it should outlive a session.
+    #[arg(
+        long = "turn-ttl",
+        env = "PEERSYNC_LOBBY_TURN_TTL",
+        default_value_t = turn::DEFAULT_TTL_SECS,
+        value_parser = clap::value_parser!(u64).range(turn::MIN_TTL_SECS..=turn::MAX_TTL_SECS)
+    )]
+    pub turn_ttl_secs: u64,
 
     /// Seconds given to clients to close after a shutdown signal.
     #[arg(long, env = "PEERSYNC_LOBBY_SHUTDOWN_GRACE", default_value_t = 5)]
@@ -205,6 +242,9 @@ impl Default for LobbyConfig {
             require_token_nonce: false,
             allowed_origins: Vec::new(),
             static_dir: None,
+            turn_secret: None,
+            turn_uris: Vec::new(),
+            turn_ttl_secs: turn::DEFAULT_TTL_SECS,
             shutdown_grace_secs: 5,
         }
     }

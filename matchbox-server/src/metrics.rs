@@ -41,6 +41,9 @@ reasons! {
         TokenInUse => "token_in_use",
         AdminUnauthorized => "admin_unauthorized",
         AdminForbidden => "admin_forbidden",
+        TurnUnauthorized => "turn_unauthorized",
+        TurnForbidden => "turn_forbidden",
+        BadTurnUser => "bad_turn_user",
     }
 }
 
@@ -206,7 +209,7 @@ mod tests {
         assert!(text.contains("peersync_lobby_refusals_total{reason=\"room_full\"} 1"));
         assert!(text.contains("peersync_lobby_closes_total{reason=\"shutdown\"} 1"));
         assert!(text.contains("peersync_lobby_peers 2"));
-        assert_eq!(Refusal::ALL.len(), 17);
+        assert_eq!(Refusal::ALL.len(), 20);
         assert_eq!(Close::ALL.len(), 11);
         assert!(text.contains(r#"peersync_lobby_closes_total{reason="invalid_signal"} 0"#));
     }

@@ -24,7 +24,6 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
-use tower_http::services::ServeDir;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
@@ -36,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::protocol::encode_server_frame;
 use crate::ratelimit::JoinLimits;
 use crate::state::{Outbox, PeerId, Rooms, ServerFrame};
+use crate::web::Site;
 
 /// Lobby frames (ids, joins, leaves) queued for one client before it counts as too slow to
 /// read and is dropped.
@@ -76,7 +76,7 @@ pub(crate) struct Shared {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     all_closed: Notify,
     pub(crate) shutdown: watch::Receiver<bool>,
-    pub(crate) static_files: Option<ServeDir>,
+    pub(crate) site: Option<Site>,
     /// Random per start: `/health` says it, so that clients can tell a restarted lobby (whose
     /// rooms they must join again) from one that only blinked.
     pub(crate) boot: Uuid,
@@ -230,10 +230,7 @@ impl Lobby {
         let listener = socket.listen(config.backlog)?;
         let addr = listener.local_addr()?;
         let (stop, shutdown) = watch::channel(false);
-        let static_files = config
-            .static_dir
-            .as_ref()
-            .map(|dir| ServeDir::new(dir).append_index_html_on_directories(true));
+        let site = config.static_dir.as_deref().map(Site::new);
         let shared = Arc::new(Shared {
             boot: Uuid::new_v4(),
             inner: Mutex::new(Inner {
@@ -248,7 +245,7 @@ impl Lobby {
             per_ip: Mutex::new(HashMap::new()),
             all_closed: Notify::new(),
             shutdown,
-            static_files,
+            site,
         });
         let router = Router::new().fallback(handle).with_state(shared.clone());
         let accept_loop = tokio::spawn(accept_loop(listener, shared.clone(), router));

@@ -8,8 +8,11 @@
 //! ```
 //!
 //! The players are headless demo processes run with `ip netns exec`; they see only their
-//! private address, so they reach each other only through what the NATs let through. Needs
-//! root, `ip netns` and coturn's `turnserver`: without them each test prints one line and passes.
+//! private address, so they reach each other only through what the NATs let through. coturn
+//! checks TURN credentials one of two ways: a fixed user, or (as docs/turn.md recommends) a secret
+//! it shares with the lobby, which hands each player time-limited credentials on `GET /turn`.
+//! Needs root, `ip netns`, iptables and coturn's `turnserver`: without them each test prints one
+//! line and passes.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -19,8 +22,11 @@ use crate::support::process::{Watched, demo_binary, lobby_binary, poll_output};
 
 /// The "internet" side: the public namespace's bridge and the NATs' outside addresses.
 const PUBLIC_IP: &str = "198.51.100.1";
+/// The fixed TURN user of [`TurnAuth::StaticUser`].
 const TURN_USER: &str = "player";
 const TURN_PASS: &str = "not-a-secret";
+/// coturn's `static-auth-secret`, the lobby's `--turn-secret`, in [`TurnAuth::SharedSecret`].
+const TURN_SECRET: &str = "shared-by-lobby-and-coturn";
 
 /// How a NAT namespace maps and filters.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -32,6 +38,16 @@ enum Nat {
     /// A new random port per destination (`MASQUERADE --random-fully`) and only replies let in:
     /// the address STUN reports is useless to the other player.
     Symmetric,
+}
+
+/// How coturn checks TURN credentials.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TurnAuth {
+    /// `lt-cred-mech` with one fixed user, [`TURN_USER`]:[`TURN_PASS`].
+    StaticUser,
+    /// `use-auth-secret` with [`TURN_SECRET`], which the lobby knows too (`--turn-secret`): the
+    /// players ask the lobby's `/turn` for credentials.
+    SharedSecret,
 }
 
 /// The namespaces of one test, deleted when dropped (also when the test fails), which deletes
@@ -50,7 +66,7 @@ impl Namespaces {
         let name = self.name(role);
         run(&["ip", "netns", "add", &name]);
         self.created.push(name.clone());
-        in_ns(&name, &["ip", "link", "set", "lo", "up"]);
+        in_ns(&name, "ip link set lo up");
         name
     }
 
@@ -61,19 +77,9 @@ impl Namespaces {
             created: Vec::new(),
         };
         let public = spaces.add("pub");
-        in_ns(&public, &["ip", "link", "add", "bridge0", "type", "bridge"]);
-        in_ns(
-            &public,
-            &[
-                "ip",
-                "addr",
-                "add",
-                &format!("{PUBLIC_IP}/24"),
-                "dev",
-                "bridge0",
-            ],
-        );
-        in_ns(&public, &["ip", "link", "set", "bridge0", "up"]);
+        in_ns(&public, "ip link add bridge0 type bridge");
+        in_ns(&public, &format!("ip addr add {PUBLIC_IP}/24 dev bridge0"));
+        in_ns(&public, "ip link set bridge0 up");
         for i in 1..=2 {
             let nat = spaces.add(&format!("nat{i}"));
             let player = spaces.add(&format!("player{i}"));
@@ -82,98 +88,34 @@ impl Namespaces {
             let inside = format!("10.0.{i}.2");
             // Each veth is made in the NAT's namespace with its other end moved straight to its
             // neighbour's, so names never meet in the root namespace (tests run in parallel).
-            let uplink = format!("nat{i}");
-            in_ns(
-                &nat,
-                &[
-                    "ip", "link", "add", "wan", "type", "veth", "peer", "name", &uplink, "netns",
-                    &public,
+            for command in [
+                format!("ip link add wan type veth peer name nat{i} netns {public}"),
+                format!("ip addr add {outside}/24 dev wan"),
+                "ip link set wan up".to_owned(),
+                format!("ip link add lan type veth peer name eth0 netns {player}"),
+                format!("ip addr add {gateway}/24 dev lan"),
+                "ip link set lan up".to_owned(),
+                "sysctl -qw net.ipv4.ip_forward=1".to_owned(),
+            ] {
+                in_ns(&nat, &command);
+            }
+            in_ns(&public, &format!("ip link set nat{i} master bridge0 up"));
+            in_ns(&player, &format!("ip addr add {inside}/24 dev eth0"));
+            in_ns(&player, "ip link set eth0 up");
+            in_ns(&player, &format!("ip route add default via {gateway}"));
+            let rules = match kind {
+                Nat::FullCone => [
+                    format!("-t nat -A POSTROUTING -o wan -j SNAT --to-source {outside}"),
+                    format!("-t nat -A PREROUTING -i wan -p udp -j DNAT --to-destination {inside}"),
                 ],
-            );
-            in_ns(
-                &public,
-                &["ip", "link", "set", &uplink, "master", "bridge0", "up"],
-            );
-            in_ns(
-                &nat,
-                &["ip", "addr", "add", &format!("{outside}/24"), "dev", "wan"],
-            );
-            in_ns(&nat, &["ip", "link", "set", "wan", "up"]);
-            in_ns(
-                &nat,
-                &[
-                    "ip", "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns",
-                    &player,
+                Nat::Symmetric => [
+                    "-t nat -A POSTROUTING -o wan -j MASQUERADE --random-fully".to_owned(),
+                    "-A FORWARD -i wan -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP"
+                        .to_owned(),
                 ],
-            );
-            in_ns(
-                &nat,
-                &["ip", "addr", "add", &format!("{gateway}/24"), "dev", "lan"],
-            );
-            in_ns(&nat, &["ip", "link", "set", "lan", "up"]);
-            in_ns(
-                &player,
-                &["ip", "addr", "add", &format!("{inside}/24"), "dev", "eth0"],
-            );
-            in_ns(&player, &["ip", "link", "set", "eth0", "up"]);
-            in_ns(&player, &["ip", "route", "add", "default", "via", &gateway]);
-            in_ns(&nat, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-            let nat_rule = |rule: &[&str]| in_ns(&nat, &[&["iptables"][..], rule].concat());
-            match kind {
-                Nat::FullCone => {
-                    nat_rule(&[
-                        "-t",
-                        "nat",
-                        "-A",
-                        "POSTROUTING",
-                        "-o",
-                        "wan",
-                        "-j",
-                        "SNAT",
-                        "--to-source",
-                        &outside,
-                    ]);
-                    nat_rule(&[
-                        "-t",
-                        "nat",
-                        "-A",
-                        "PREROUTING",
-                        "-i",
-                        "wan",
-                        "-p",
-                        "udp",
-                        "-j",
-                        "DNAT",
-                        "--to-destination",
-                        &inside,
-                    ]);
-                }
-                Nat::Symmetric => {
-                    nat_rule(&[
-                        "-t",
-                        "nat",
-                        "-A",
-                        "POSTROUTING",
-                        "-o",
-                        "wan",
-                        "-j",
-                        "MASQUERADE",
-                        "--random-fully",
-                    ]);
-                    nat_rule(&[
-                        "-A",
-                        "FORWARD",
-                        "-i",
-                        "wan",
-                        "-m",
-                        "conntrack",
-                        "!",
-                        "--ctstate",
-                        "ESTABLISHED,RELATED",
-                        "-j",
-                        "DROP",
-                    ]);
-                }
+            };
+            for rule in rules {
+                in_ns(&nat, &format!("iptables {rule}"));
             }
         }
         spaces
@@ -204,8 +146,13 @@ fn run(command: &[&str]) {
     );
 }
 
-fn in_ns(namespace: &str, command: &[&str]) {
-    run(&[&["ip", "netns", "exec", namespace][..], command].concat());
+/// Runs `command` (words separated by spaces, none quoted) in `namespace`.
+fn in_ns(namespace: &str, command: &str) {
+    let words: Vec<&str> = ["ip", "netns", "exec", namespace]
+        .into_iter()
+        .chain(command.split_whitespace())
+        .collect();
+    run(&words);
 }
 
 /// Why these tests cannot run here, if they cannot: they need to create namespaces (root) and
@@ -240,18 +187,19 @@ fn unsupported(test: &str) -> Option<String> {
     None
 }
 
-/// Prints the one line that says why a test did not run, and says whether it may run.
-fn supported(test: &str) -> bool {
+/// The namespaces for `test` (players behind NATs of `kind`), or `None` after printing the one
+/// line that says why the test cannot run here.
+fn namespaces(test: &str, tag: &str, kind: Nat) -> Option<Namespaces> {
     match unsupported(test) {
-        None => true,
+        None => Some(Namespaces::build(tag, kind)),
         Some(reason) => {
             println!("SKIPPED nat::{test}: {reason} (needs root, ip netns, iptables and coturn)");
-            false
+            None
         }
     }
 }
 
-/// The public side: the lobby and coturn (STUN always, TURN for [`TURN_USER`]), ready.
+/// The public side: the lobby and coturn (STUN always, TURN as `auth` says), ready.
 struct Public {
     _lobby: Watched,
     coturn: Watched,
@@ -267,43 +215,58 @@ impl Drop for TempFile {
     }
 }
 
-fn start_public(spaces: &Namespaces) -> Public {
+fn start_public(spaces: &Namespaces, auth: TurnAuth) -> Public {
     let public = spaces.name("pub");
-    let lobby = Watched::spawn(
-        Command::new("ip")
-            .args(["netns", "exec", &public])
-            .arg(lobby_binary())
-            .args(["--bind", &format!("{PUBLIC_IP}:3536")]),
-    );
+    let mut lobby = Command::new("ip");
+    lobby
+        .args(["netns", "exec", &public])
+        .arg(lobby_binary())
+        .args(["--bind", &format!("{PUBLIC_IP}:3536")]);
     // Its own user database: the default one under /var/lib/turn is the system's.
     let userdb = TempFile(std::env::temp_dir().join(format!("{}-turndb", spaces.prefix)));
-    let coturn = Watched::spawn(
-        Command::new("ip")
-            .args(["netns", "exec", &public, "turnserver", "-n", "-v"])
-            .arg(format!("--listening-ip={PUBLIC_IP}"))
-            .arg(format!("--relay-ip={PUBLIC_IP}"))
-            .args([
-                "--listening-port=3478",
-                "--realm=peersync.test",
-                "--lt-cred-mech",
-                &format!("--user={TURN_USER}:{TURN_PASS}"),
-                "--no-tls",
-                "--no-dtls",
-                "--no-cli",
-                // The players' private addresses: ICE pairs a relay with the other player's host
-                // candidate too, and coturn closes an allocation for good when a send to an
-                // unreachable peer fails, so those pairs must be refused (403) instead. Every
-                // production coturn should deny private ranges anyway (docs/turn.md).
-                "--denied-peer-ip=10.0.0.0-10.255.255.255",
-                // rtc-turn 0.21 drops a channel binding on a stale nonce instead of refreshing
-                // it (docs/turn.md): nonces that never go stale avoid it.
-                "--stale-nonce=0",
-                "--log-file=stdout",
-                "--simple-log",
-            ])
-            .arg(format!("--userdb={}", userdb.0.display())),
-    );
-    let mut processes = [lobby, coturn];
+    let mut coturn = Command::new("ip");
+    coturn
+        .args(["netns", "exec", &public, "turnserver", "-n", "-v"])
+        .arg(format!("--listening-ip={PUBLIC_IP}"))
+        .arg(format!("--relay-ip={PUBLIC_IP}"))
+        .args([
+            "--listening-port=3478",
+            "--realm=peersync.test",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            // The players' private addresses: ICE pairs a relay with the other player's host
+            // candidate too, and coturn closes an allocation for good when a send to an
+            // unreachable peer fails, so those pairs must be refused (403) instead. Every
+            // production coturn should deny private ranges anyway (docs/turn.md).
+            "--denied-peer-ip=10.0.0.0-10.255.255.255",
+            // rtc-turn 0.21 drops a channel binding on a stale nonce instead of refreshing
+            // it (docs/turn.md): nonces that never go stale avoid it.
+            "--stale-nonce=0",
+            "--log-file=stdout",
+            "--simple-log",
+        ])
+        .arg(format!("--userdb={}", userdb.0.display()));
+    match auth {
+        TurnAuth::StaticUser => {
+            coturn.args(["--lt-cred-mech", &format!("--user={TURN_USER}:{TURN_PASS}")]);
+        }
+        TurnAuth::SharedSecret => {
+            coturn.args([
+                "--use-auth-secret",
+                &format!("--static-auth-secret={TURN_SECRET}"),
+            ]);
+            lobby.args([
+                "--turn-secret",
+                TURN_SECRET,
+                "--turn-uri",
+                &format!("stun:{PUBLIC_IP}:3478"),
+                "--turn-uri",
+                &format!("turn:{PUBLIC_IP}:3478?transport=udp"),
+            ]);
+        }
+    }
+    let mut processes = [Watched::spawn(&mut lobby), Watched::spawn(&mut coturn)];
     poll_output(
         &mut processes,
         Duration::from_secs(20),
@@ -318,56 +281,120 @@ fn start_public(spaces: &Namespaces) -> Public {
     }
 }
 
-/// ICE server flags for the demo.
-enum Ice {
-    StunOnly,
-    StunAndTurn,
+/// A player's ICE servers (passed to the demo as `--stun` / `--turn` by scheme) and TURN
+/// credentials.
+struct Ice {
+    uris: Vec<String>,
+    credentials: Option<(String, String)>,
+}
+
+impl Ice {
+    fn stun_only() -> Ice {
+        Ice {
+            uris: vec![format!("stun:{PUBLIC_IP}:3478")],
+            credentials: None,
+        }
+    }
+
+    /// coturn's fixed user ([`TurnAuth::StaticUser`]).
+    fn static_turn() -> Ice {
+        Ice {
+            uris: vec![
+                format!("stun:{PUBLIC_IP}:3478"),
+                format!("turn:{PUBLIC_IP}:3478"),
+            ],
+            credentials: Some((TURN_USER.to_owned(), TURN_PASS.to_owned())),
+        }
+    }
+
+    /// What the lobby's `GET /turn?user=player<i>` answers player `i` ([`TurnAuth::SharedSecret`]),
+    /// asked from the player's namespace through its NAT, as the game would ask. A plain
+    /// HTTP/1.1 request over bash's `/dev/tcp`, so nothing more needs installing; `timeout`
+    /// bounds it.
+    fn from_lobby(spaces: &Namespaces, i: usize) -> Ice {
+        let script = format!(
+            "exec 3<>/dev/tcp/{PUBLIC_IP}/3536 && printf 'GET /turn?user=player{i} HTTP/1.1\\r\\n\
+             Host: lobby\\r\\nConnection: close\\r\\n\\r\\n' >&3 && cat <&3"
+        );
+        let output = Command::new("timeout")
+            .args(["10", "ip", "netns", "exec"])
+            .arg(spaces.name(&format!("player{i}")))
+            .args(["bash", "-c", &script])
+            .output()
+            .expect("timeout(1), ip and bash should run");
+        let response = String::from_utf8_lossy(&output.stdout);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or_else(|| {
+            panic!(
+                "player {i} should get an HTTP answer from the lobby's /turn, got {response:?} ({})",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "the lobby (with --turn-secret) should hand player {i} TURN credentials: {response}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: /turn answered {body:?}"));
+        let field = |name: &str| {
+            json[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("/turn's answer should have a string {name}: {body}"))
+                .to_owned()
+        };
+        Ice {
+            uris: json["uris"]
+                .as_array()
+                .unwrap_or_else(|| panic!("/turn's answer should list uris: {body}"))
+                .iter()
+                .filter_map(|uri| uri.as_str().map(str::to_owned))
+                .collect(),
+            credentials: Some((field("username"), field("credential"))),
+        }
+    }
 }
 
 /// A headless demo in player namespace `i`.
-fn start_player(spaces: &Namespaces, i: usize, room: &str, ice: Ice, rust_log: &str) -> Watched {
+fn start_player(spaces: &Namespaces, i: usize, room: &str, ice: &Ice, rust_log: &str) -> Watched {
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", &spaces.name(&format!("player{i}"))])
         .arg(demo_binary())
-        .args([
-            "--headless",
-            "--room",
-            room,
-            "--lobby",
-            &format!("ws://{PUBLIC_IP}:3536"),
-            "--quit-after",
-            "90",
-            "--stun",
-            &format!("stun:{PUBLIC_IP}:3478"),
-        ])
+        .args(["--headless", "--room", room, "--quit-after", "90"])
+        .args(["--lobby", &format!("ws://{PUBLIC_IP}:3536")])
         .env("RUST_LOG", rust_log);
-    if let Ice::StunAndTurn = ice {
-        command.args([
-            "--turn",
-            &format!("turn:{PUBLIC_IP}:3478"),
-            "--turn-user",
-            TURN_USER,
-            "--turn-pass",
-            TURN_PASS,
-        ]);
+    for uri in &ice.uris {
+        let flag = if uri.starts_with("stun") {
+            "--stun"
+        } else {
+            "--turn"
+        };
+        command.args([flag, uri]);
+    }
+    if let Some((user, pass)) = &ice.credentials {
+        command.args(["--turn-user", user, "--turn-pass", pass]);
     }
     Watched::spawn(&mut command)
+}
+
+/// Both players in `room`, player `i` with `ice[i - 1]`.
+fn start_players(spaces: &Namespaces, room: &str, ice: [&Ice; 2], rust_log: &str) -> [Watched; 2] {
+    [
+        start_player(spaces, 1, room, ice[0], rust_log),
+        start_player(spaces, 2, room, ice[1], rust_log),
+    ]
 }
 
 const DEMO_LOG: &str = "warn,bevy_peersync=info";
 
 #[test]
 fn full_cone_nats_connect_with_stun_only() {
-    if !supported("full_cone_nats_connect_with_stun_only") {
+    let Some(spaces) = namespaces("full_cone_nats_connect_with_stun_only", "c", Nat::FullCone)
+    else {
         return;
-    }
-    let spaces = Namespaces::build("c", Nat::FullCone);
-    let _public = start_public(&spaces);
-    let mut players = [
-        start_player(&spaces, 1, "cone", Ice::StunOnly, DEMO_LOG),
-        start_player(&spaces, 2, "cone", Ice::StunOnly, DEMO_LOG),
-    ];
+    };
+    let _public = start_public(&spaces, TurnAuth::StaticUser);
+    let stun = Ice::stun_only();
+    let mut players = start_players(&spaces, "cone", [&stun, &stun], DEMO_LOG);
     poll_output(
         &mut players,
         Duration::from_secs(30),
@@ -386,18 +413,16 @@ fn full_cone_nats_connect_with_stun_only() {
 
 #[test]
 fn symmetric_nats_without_turn_do_not_connect() {
-    if !supported("symmetric_nats_without_turn_do_not_connect") {
+    let test = "symmetric_nats_without_turn_do_not_connect";
+    let Some(spaces) = namespaces(test, "s", Nat::Symmetric) else {
         return;
-    }
-    let spaces = Namespaces::build("s", Nat::Symmetric);
-    let _public = start_public(&spaces);
+    };
+    let _public = start_public(&spaces, TurnAuth::StaticUser);
     // The plugin never hears of a connection that did not open (matchbox reports peers only
     // once connected); webrtc-rs's ICE agent is what says the checks failed.
     let log = format!("{DEMO_LOG},rtc_ice::agent=info");
-    let mut players = [
-        start_player(&spaces, 1, "symmetric", Ice::StunOnly, &log),
-        start_player(&spaces, 2, "symmetric", Ice::StunOnly, &log),
-    ];
+    let stun = Ice::stun_only();
+    let mut players = start_players(&spaces, "symmetric", [&stun, &stun], &log);
     poll_output(
         &mut players,
         Duration::from_secs(20),
@@ -427,57 +452,66 @@ fn symmetric_nats_without_turn_do_not_connect() {
     println!("symmetric NATs without TURN: ICE failed after {waited:?}, nobody connected");
 }
 
-/// Relay allocations on coturn for [`TURN_USER`], from its log (one line per allocation).
-fn allocations(coturn: &Watched) -> usize {
+/// Relay allocations coturn granted to TURN user `username`, from its log (one line each).
+fn allocations(coturn: &Watched, username: &str) -> usize {
     coturn.said(&format!(
-        "user <{TURN_USER}>: incoming packet ALLOCATE processed, success"
+        "user <{username}>: incoming packet ALLOCATE processed, success"
     ))
 }
 
 #[test]
 fn symmetric_nats_get_turn_relays_with_the_configured_credentials() {
-    if !supported("symmetric_nats_get_turn_relays_with_the_configured_credentials") {
+    let test = "symmetric_nats_get_turn_relays_with_the_configured_credentials";
+    let Some(spaces) = namespaces(test, "a", Nat::Symmetric) else {
         return;
-    }
-    let spaces = Namespaces::build("a", Nat::Symmetric);
-    let public = start_public(&spaces);
-    let players = vec![
-        start_player(&spaces, 1, "allocate", Ice::StunAndTurn, DEMO_LOG),
-        start_player(&spaces, 2, "allocate", Ice::StunAndTurn, DEMO_LOG),
-    ];
+    };
     let Public {
         _lobby,
         coturn,
         _userdb,
-    } = public;
+    } = start_public(&spaces, TurnAuth::StaticUser);
+    let turn = Ice::static_turn();
+    let players = start_players(&spaces, "allocate", [&turn, &turn], DEMO_LOG);
     let mut processes: Vec<Watched> = [coturn].into_iter().chain(players).collect();
     poll_output(
         &mut processes,
         Duration::from_secs(30),
         "coturn should allocate a relay for each player, authenticated with the flags' user",
-        |p| allocations(&p[0]) >= 2,
+        |p| allocations(&p[0], TURN_USER) >= 2,
     );
 }
 
-/// What the slice is for: behind symmetric NATs only the relay connects them.
+/// What the slice is for: behind symmetric NATs only the relay connects them. coturn runs as
+/// docs/turn.md recommends, with a secret it shares with the lobby, and each player uses the
+/// credentials the lobby handed it.
 #[test]
-fn symmetric_nats_connect_through_turn() {
-    if !supported("symmetric_nats_connect_through_turn") {
+fn symmetric_nats_connect_through_turn_with_credentials_from_the_lobby() {
+    let test = "symmetric_nats_connect_through_turn_with_credentials_from_the_lobby";
+    let Some(spaces) = namespaces(test, "t", Nat::Symmetric) else {
         return;
-    }
-    let spaces = Namespaces::build("t", Nat::Symmetric);
-    let _public = start_public(&spaces);
-    let mut players = [
-        start_player(&spaces, 1, "relay", Ice::StunAndTurn, DEMO_LOG),
-        start_player(&spaces, 2, "relay", Ice::StunAndTurn, DEMO_LOG),
-    ];
+    };
+    let Public {
+        _lobby,
+        coturn,
+        _userdb,
+    } = start_public(&spaces, TurnAuth::SharedSecret);
+    let ice = [Ice::from_lobby(&spaces, 1), Ice::from_lobby(&spaces, 2)];
+    let usernames: Vec<String> = ice
+        .iter()
+        .map(|ice| ice.credentials.as_ref().expect("credentials").0.clone())
+        .collect();
+    let players = start_players(&spaces, "relay", [&ice[0], &ice[1]], DEMO_LOG);
+    let mut processes: Vec<Watched> = [coturn].into_iter().chain(players).collect();
     poll_output(
-        &mut players,
+        &mut processes,
         Duration::from_secs(45),
-        "behind symmetric NATs with TURN, each player should see both squares through a relay",
+        "behind symmetric NATs with TURN, each player should see both squares through a relay \
+         that coturn allocated with the lobby's credentials",
         |p| {
-            p.iter()
+            p[1..]
+                .iter()
                 .all(|p| p.said("SEES 2 PLAYERS") > 0 && p.said("THROUGH A RELAY") > 0)
+                && usernames.iter().all(|user| allocations(&p[0], user) > 0)
         },
     );
 }

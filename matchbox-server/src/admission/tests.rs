@@ -303,3 +303,134 @@ fn admin_endpoints_need_an_admin_token_when_a_secret_is_set() {
     );
     assert_eq!(status(None, "token=garbage"), (Reason::AdminForbidden, 403));
 }
+
+fn turn_facts<'a>(room_path: &'a str, query: &'a str) -> TurnFacts<'a> {
+    TurnFacts {
+        room_path,
+        query,
+        authorization: None,
+        origin: None,
+        now_unix: NOW,
+    }
+}
+
+fn turn_refused(config: &LobbyConfig, facts: &TurnFacts<'_>) -> (Reason, u16) {
+    let refusal = admit_turn(config, facts).expect_err("refused");
+    (refusal.reason, refusal.status.as_u16())
+}
+
+#[test]
+fn turn_credentials_are_open_without_a_secret() {
+    let open = LobbyConfig::local();
+    let user = |path, query| admit_turn(&open, &turn_facts(path, query)).map(|grant| grant.user);
+    assert_eq!(user("", ""), Ok("player".to_owned()));
+    assert_eq!(user("/arena", "user=alice"), Ok("alice".to_owned()));
+    assert_eq!(
+        turn_refused(&open, &turn_facts("", "user=a%3Ab")),
+        (Reason::BadTurnUser, 400),
+        "a ':' in the user would move coturn's separator"
+    );
+    assert_eq!(
+        turn_refused(&open, &turn_facts("/a/b", "")),
+        (Reason::BadRoom, 400)
+    );
+    let only_game = LobbyConfig {
+        allowed_origins: vec!["https://game.example".into()],
+        ..LobbyConfig::local()
+    };
+    let evil = TurnFacts {
+        origin: Some("https://evil.example"),
+        ..turn_facts("", "")
+    };
+    assert_eq!(
+        turn_refused(&only_game, &evil),
+        (Reason::OriginNotAllowed, 403)
+    );
+}
+
+#[test]
+fn with_a_secret_turn_credentials_need_what_would_join_the_room() {
+    let config = secret_config();
+    let player = mint_player_token(b"s", "arena", NOW + 60, "p-7").unwrap();
+    let grant = |facts: &TurnFacts<'_>| admit_turn(&config, facts).map(|grant| grant.user);
+    let query = format!("token={player}&user=someone-else");
+    assert_eq!(
+        grant(&turn_facts("/arena", &query)),
+        Ok("p-7".to_owned()),
+        "a player token's nonce names the user, whatever ?user= says"
+    );
+    let bearer = format!("Bearer {player}");
+    let by_header = TurnFacts {
+        authorization: Some(&bearer),
+        ..turn_facts("/arena", "")
+    };
+    assert_eq!(grant(&by_header), Ok("p-7".to_owned()));
+    let room_token = format!("token={}", mint_token(b"s", "arena", NOW + 60));
+    assert_eq!(
+        grant(&turn_facts("/arena", &format!("{room_token}&user=bob"))),
+        Ok("bob".to_owned())
+    );
+
+    assert_eq!(
+        turn_refused(&config, &turn_facts("/arena", "")),
+        (Reason::TurnUnauthorized, 401)
+    );
+    let refusal = admit_turn(&config, &turn_facts("/other", &query)).unwrap_err();
+    assert_eq!(
+        (refusal.reason, refusal.status.as_u16()),
+        (Reason::TurnForbidden, 403),
+        "another room's token"
+    );
+    assert!(
+        refusal.message.contains("does not match this room"),
+        "the refusal says why: {refusal:?}"
+    );
+    let expired = TurnFacts {
+        now_unix: NOW + 60,
+        ..turn_facts("/arena", &query)
+    };
+    assert_eq!(
+        turn_refused(&config, &expired),
+        (Reason::TurnForbidden, 403)
+    );
+    let admin = format!("token={}", mint_token(b"s", ADMIN_SCOPE, NOW + 60));
+    assert_eq!(
+        turn_refused(&config, &turn_facts("", &admin)),
+        (Reason::TurnForbidden, 403),
+        "an admin token opens no room"
+    );
+    let forever = format!("token={}", mint_token(b"s", "arena", NOW + 3_601));
+    assert_eq!(
+        turn_refused(&config, &turn_facts("/arena", &forever)),
+        (Reason::TurnForbidden, 403),
+        "the lobby's lifetime limit holds here too"
+    );
+    let players_only = LobbyConfig {
+        require_token_nonce: true,
+        ..secret_config()
+    };
+    assert_eq!(
+        turn_refused(&players_only, &turn_facts("/arena", &room_token)),
+        (Reason::TurnForbidden, 403),
+        "--require-token-nonce holds here too"
+    );
+}
+
+#[test]
+fn a_seated_player_still_gets_turn_credentials() {
+    let mut world = World::new(secret_config());
+    let token = format!(
+        "token={}",
+        mint_player_token(b"s", "arena", NOW + 60, "p1").unwrap()
+    );
+    world.join(&with_query("/arena", &token), 1);
+    assert_eq!(
+        world.refused(&with_query("/arena", &token)),
+        (Reason::TokenInUse, 409)
+    );
+    assert_eq!(
+        admit_turn(&world.config, &turn_facts("/arena", &token)).map(|grant| grant.user),
+        Ok("p1".to_owned()),
+        "the player holding the token is the one asking"
+    );
+}

@@ -1,5 +1,5 @@
-//! The HTTP endpoints: health, the room list for lobby browsers, Prometheus metrics, and a
-//! static directory.
+//! The HTTP endpoints: health, the room list for lobby browsers and Prometheus metrics (the
+//! static directory: `static_site`; TURN credentials: `turn`).
 
 use crate::support::client::*;
 
@@ -55,21 +55,4 @@ async fn health_rooms_and_metrics() {
     );
     assert_eq!(get(&lobby, "/nothing-here").await.0, 404);
     lobby.shutdown().await;
-}
-
-#[tokio::test]
-async fn serves_a_static_directory() {
-    let dir = std::env::temp_dir().join(format!("peersync-static-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("index.html"), "<h1>demo</h1>").unwrap();
-    let lobby = lobby(|config| config.static_dir = Some(dir.clone())).await;
-    assert_eq!(get(&lobby, "/").await, (200, "<h1>demo</h1>".to_owned()));
-    assert_eq!(
-        get(&lobby, "/index.html").await,
-        (200, "<h1>demo</h1>".to_owned())
-    );
-    // A WebSocket upgrade on the same path still joins the default room.
-    let (_ws, _) = join(&lobby, "/").await;
-    lobby.shutdown().await;
-    let _ = std::fs::remove_dir_all(dir);
 }

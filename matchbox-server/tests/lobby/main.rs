@@ -16,4 +16,6 @@ mod rooms;
 mod sharding;
 mod shutdown;
 mod signal_oracle;
+mod static_site;
 mod tokens;
+mod turn;

@@ -193,3 +193,51 @@ pub async fn get_raw(lobby: &Lobby, path: &str, headers: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&response).into_owned()
 }
+
+/// An HTTP response, its body as bytes (a compressed file is not text).
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names in lower case, values as sent, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The value of header `name` (lower case), if it was sent once or more (the first).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A plain HTTP request (`GET`, `HEAD`, ...) with extra header lines (each ending in `\r\n`),
+/// answered with `Connection: close`; the body is whatever follows the headers.
+pub async fn request(lobby: &Lobby, method: &str, path: &str, headers: &str) -> HttpResponse {
+    let mut stream = TcpStream::connect(lobby.local_addr()).await.unwrap();
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: lobby\r\nConnection: close\r\n{headers}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("the lobby answers and closes in time")
+        .unwrap();
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response with headers");
+    let head = String::from_utf8(response[..end].to_vec()).expect("ASCII headers");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: response[end + 4..].to_vec(),
+    }
+}
