@@ -35,8 +35,7 @@ pub(crate) async fn endpoint(shared: &Shared, request: Request) -> Response {
         return refuse_with_challenge(shared, refusal);
     }
     match path {
-        // `ok`, then this start's id: a client that sees it change knows its room is gone.
-        "/health" => (StatusCode::OK, format!("ok {}\n", shared.boot)).into_response(),
+        "/health" => health(shared),
         "/rooms" => rooms(shared, query),
         "/metrics" => metrics(shared),
         _ => {
@@ -110,6 +109,20 @@ fn turn(shared: &Shared, facts: &TurnFacts<'_>) -> Response {
         }
         Err(refusal) => refuse_with_challenge(shared, refusal),
     };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `ok`, then this start's id: a client that sees it change knows its room is gone. Players
+/// ask every few seconds (bevy_peersync's lobby probe), a browser's from a page that may be on
+/// another origin, so any origin may read it and nothing may cache it.
+fn health(shared: &Shared) -> Response {
+    let mut response = (StatusCode::OK, format!("ok {}\n", shared.boot)).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,

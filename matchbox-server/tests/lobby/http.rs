@@ -13,6 +13,15 @@ async fn health_rooms_and_metrics() {
         .and_then(|rest| rest.strip_suffix('\n'))
         .expect("`ok <boot id>`");
     assert_eq!(boot.len(), 36, "the boot id is a UUID: {health:?}");
+    let probe = request(&lobby, "GET", "/health", "Origin: http://game.example\r\n").await;
+    assert_eq!(
+        (
+            probe.header("access-control-allow-origin"),
+            probe.header("cache-control")
+        ),
+        (Some("*"), Some("no-store")),
+        "a browser player's probe from a page on another origin should read a fresh answer"
+    );
     let other = crate::support::client::lobby(|_| {}).await;
     assert_ne!(
         get(&other, "/health").await.1,
