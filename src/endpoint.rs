@@ -47,9 +47,11 @@ pub(crate) enum EndpointEvent {
     /// This endpoint's owner did not run for longer than the peer timeout: every peer has
     /// dropped it by now, so it dropped them too and should rejoin the room.
     Stalled { gap: Duration },
-    /// Every verified peer went silent at once and none is left: most likely this side's own
-    /// network dropped (the others dropped it too), so it should rejoin the room to find them
-    /// again once the network is back, rather than play on alone in a session of its own.
+    /// Two or more verified peers went silent at once and no link is left, verified or
+    /// forming: most likely this side's own network dropped (the others dropped it too), so it
+    /// should rejoin the room to find them again once the network is back, rather than play on
+    /// alone in a session of its own. (A lone peer going silent could be either side's fault;
+    /// the lobby probe notices when it was ours.)
     Isolated,
     /// The peer's handshake failed; nothing it sends is read.
     Refused { peer: PeerId, reason: String },
@@ -96,6 +98,16 @@ struct Link {
     ignored: u64,
     /// The player its hello proved.
     player: Option<PlayerId>,
+}
+
+impl Link {
+    /// Verified, or still saying hello: a peer this side is (about to be) playing with.
+    fn is_live_or_forming(&self) -> bool {
+        matches!(
+            self.state,
+            HandshakeState::Verified | HandshakeState::AwaitingHello { .. }
+        )
+    }
 }
 
 /// A message from a verified peer.
@@ -240,6 +252,7 @@ impl Endpoint {
         self.last_flush = Some(now);
         let stalled = gap > timeout;
         let mut any_dropped = false;
+        let mut silent_now = 0;
         for (peer, link) in &mut self.links {
             if link.state != HandshakeState::Verified {
                 continue;
@@ -248,6 +261,7 @@ impl Endpoint {
             let reason = if stalled {
                 Disconnect::Local
             } else if silent > timeout {
+                silent_now += 1;
                 Disconnect::Silent(silent)
             } else {
                 continue;
@@ -261,12 +275,9 @@ impl Endpoint {
         }
         if stalled && any_dropped {
             self.events.push(EndpointEvent::Stalled { gap });
-        } else if any_dropped
-            && !self
-                .links
-                .values()
-                .any(|link| link.state == HandshakeState::Verified)
-        {
+        } else if silent_now >= 2 && !self.links.values().any(Link::is_live_or_forming) {
+            // One peer going quiet says nothing about whose network failed; several at once,
+            // and no one else left or on the way, most likely this side's.
             self.events.push(EndpointEvent::Isolated);
         }
     }

@@ -256,11 +256,11 @@ mod web {
 
     pub(super) async fn probe_loop(url: &str, every: std::time::Duration, shared: &ProbeShared) {
         let mut watch = Watch::default();
-        let pause = u32::try_from(every.as_millis())
-            .unwrap_or(u32::MAX)
-            .max(100) as i32;
+        let pause = i32::try_from(every.as_millis())
+            .unwrap_or(i32::MAX)
+            .max(100);
         while !shared.stopped() {
-            let seen = look(url, pause.min(1000) as u32).await;
+            let seen = look(url, pause.min(1000).unsigned_abs()).await;
             shared.observe(&mut watch, seen);
             if !sleep(pause).await {
                 return;
@@ -275,7 +275,11 @@ mod web {
         };
         let init = web_sys::RequestInit::new();
         init.set_cache(web_sys::RequestCache::NoStore);
-        init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(timeout_ms)));
+        // `AbortSignal.timeout` is missing from older browsers (Safari before 16), and calling
+        // a missing function would throw: without it a look simply waits for the fetch.
+        if has_abort_timeout() {
+            init.set_signal(Some(&web_sys::AbortSignal::timeout_with_u32(timeout_ms)));
+        }
         // A refused connection, a timeout and a CORS refusal all reject the promise.
         let Ok(response) = JsFuture::from(window.fetch_with_str_and_init(url, &init)).await else {
             return Seen::Down;
@@ -294,6 +298,12 @@ mod web {
             Err(_) => None,
         };
         Seen::Up(text.as_deref().and_then(health_boot_id))
+    }
+
+    fn has_abort_timeout() -> bool {
+        js_sys::Reflect::get(&js_sys::global(), &"AbortSignal".into())
+            .and_then(|signal| js_sys::Reflect::has(&signal, &"timeout".into()))
+            .unwrap_or(false)
     }
 
     /// Waits `ms` on the page's timer; false when there is no window to wait on.

@@ -183,10 +183,10 @@ fn a_silent_peer_is_dropped_after_the_peer_timeout_and_then_ignored() {
     }
     a.flush(now, &mut |_| {});
     assert!(
-        matches!(&disconnects(&mut a)[..], [EndpointEvent::Disconnected { peer, reason: Disconnect::Silent(silent) }, EndpointEvent::Isolated]
+        matches!(&disconnects(&mut a)[..], [EndpointEvent::Disconnected { peer, reason: Disconnect::Silent(silent) }]
             if *peer == b_id && *silent > timeout),
-        "b should be dropped once silent for longer than {timeout:?}, and a, with no peer \
-         left, should rejoin to find it again"
+        "b should be dropped once silent for longer than {timeout:?}; one quiet peer is no sign \
+         that a's own network failed, so a is not Isolated"
     );
     assert_eq!(
         a.send(b_id, Channel::Reliable, FIRST_APP_KIND, Bytes::new(), None),

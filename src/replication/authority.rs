@@ -4,8 +4,8 @@
 //! An owner announces an entity with a spawn. A spawn of an id already known here is a *claim*:
 //! accepted when the entity was handed to the sender, or follows the host and the sender is
 //! host; kept waiting when the hand-over or the departure that would allow it may still be on
-//! its way (up to [`ReplicationConfig::handover_timeout`], or for as long as the claimant of an
-//! entity that follows the host is connected); refused otherwise. A waiting claim keeps the
+//! its way (up to [`ReplicationConfig::handover_timeout`]; a connected claimant of an entity that
+//! follows the host, up to [`MAX_HOST_CLAIM_WAIT`]); refused otherwise. A waiting claim keeps the
 //! values its sender changes meanwhile, so the entity shows them once the claim is taken.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -220,20 +220,38 @@ pub(crate) fn may_claim(
     ))
 }
 
+/// Longest a claim on an entity that follows the host may wait for this peer's view of the
+/// host to catch up: past it, the views disagree for a reason that is not a departure being
+/// noticed (two hosts in a mesh that cannot heal, a member lying), and the claim is refused.
+pub(crate) const MAX_HOST_CLAIM_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether `entity` follows the host *here*: by this peer's own record of it, never by what a
+/// claimant says about it.
+pub(crate) fn follows_host_here(ownership: &Ownership, world: &World, entity: Entity) -> bool {
+    if let Some(replica) = ownership.replica(entity) {
+        return replica.flags.follows_host();
+    }
+    world
+        .get_entity(entity)
+        .is_ok_and(|e| e.contains::<HostOwned>() || e.contains::<HandToHostOnLeave>())
+}
+
 /// Whether a claim kept waiting has waited too long. A connected peer's claim on an entity that
-/// follows the host never has: it is the host in its own view, and this peer's view (a
-/// departure not noticed here yet, a partial mesh being resolved) will follow, so the claim is
-/// taken then rather than refused, blaming an honest peer and leaving the entity frozen here.
-/// Such claims are bounded by the sender's entity limit and are never accepted unless the
-/// sender becomes host here.
+/// follows the host (here) waits longer, up to [`MAX_HOST_CLAIM_WAIT`]: the claimant is host in
+/// its own view, and this peer's view (a departure not noticed here yet, a partial mesh being
+/// resolved) will follow, so the claim is taken then rather than refused, which would blame an
+/// honest peer and leave the entity frozen here. Such claims count against the sender's entity
+/// limit, and are never accepted unless the sender becomes host here.
 pub(crate) fn expired(
     claim: &PendingClaim,
     now: Duration,
     config: &ReplicationConfig,
     peers: &ConnectedPeers,
+    follows_host_here: bool,
 ) -> bool {
-    if claim.spawn.flags.follows_host() && peers.contains(claim.sender) {
-        return false;
+    let waited = now.saturating_sub(claim.since);
+    if follows_host_here && peers.contains(claim.sender) {
+        return waited >= MAX_HOST_CLAIM_WAIT.max(config.handover_timeout);
     }
-    now.saturating_sub(claim.since) >= config.handover_timeout
+    waited >= config.handover_timeout
 }

@@ -178,6 +178,17 @@ impl Apply<'_> {
                         for value in components {
                             self.write(sender, entity, value.component, tick, &value.bytes);
                         }
+                    } else {
+                        // Kept with a waiting claim, if there is one, like a mutation.
+                        for value in components {
+                            self.authority.later_value(
+                                sender,
+                                wire,
+                                value.component,
+                                tick,
+                                &value.bytes,
+                            );
+                        }
                     }
                 }
                 UpdateOp::Remove { wire, components } => {
@@ -501,7 +512,8 @@ impl Apply<'_> {
             return;
         }
         for claim in self.authority.take_pending() {
-            let verdict = match self.existing(claim.spawn.net_id) {
+            let existing = self.existing(claim.spawn.net_id);
+            let verdict = match existing {
                 Some(entity) => authority::may_claim(
                     self.ownership,
                     self.world,
@@ -512,6 +524,9 @@ impl Apply<'_> {
                 ),
                 None => Verdict::Accept,
             };
+            let follows_host = existing.is_some_and(|entity| {
+                authority::follows_host_here(self.ownership, self.world, entity)
+            });
             match verdict {
                 Verdict::Accept if claim.despawned => {
                     if let Some(entity) = self.existing(claim.spawn.net_id) {
@@ -519,7 +534,15 @@ impl Apply<'_> {
                     }
                 }
                 Verdict::Accept => self.spawn(claim),
-                Verdict::Wait if !authority::expired(&claim, self.now, self.config, self.peers) => {
+                Verdict::Wait
+                    if !authority::expired(
+                        &claim,
+                        self.now,
+                        self.config,
+                        self.peers,
+                        follows_host,
+                    ) =>
+                {
                     self.authority.wait(claim);
                 }
                 Verdict::Wait | Verdict::Refuse(_) => {

@@ -219,7 +219,7 @@ fn a_browser_player_rejoins_a_restarted_lobby_so_that_new_players_reach_it() {
     until_all_see_and_hear(&mut players, 2);
 
     // The lobby dies and a new one starts on its port: the page's signaling is gone for good,
-    // and only its own look at /health (a new boot id) can tell it to rejoin.
+    // and it must notice and rejoin by itself for the new player to reach it.
     lobby.signal("KILL");
     let _lobby = start_lobby(port, &["--static-dir", &site]);
     let back = Instant::now();
@@ -231,12 +231,26 @@ fn a_browser_player_rejoins_a_restarted_lobby_so_that_new_players_reach_it() {
         for (_, player) in players.iter_mut() {
             player.collect();
         }
+        let page_rejoined = players[0].1.since(marks[0]).iter().any(|l| {
+            l.contains("the lobby is back after an outage") || l.contains("the lobby answers again")
+        });
         let page_sees_three = players[0]
             .1
             .since(marks[0])
             .iter()
             .any(|l| l.contains("SEES 3 PLAYERS"));
         if page_sees_three && newcomer.said("SEES 3 PLAYERS") > 0 {
+            // Which path brought the page back is not isolated here: its own probe, or (once
+            // the native player's probe has rejoined and left it alone) matchbox ending its
+            // signaling-less socket, which the transport rejoins.
+            eprintln!(
+                "the page's own lobby probe {} the restart",
+                if page_rejoined {
+                    "noticed"
+                } else {
+                    "did not notice"
+                }
+            );
             break;
         }
         assert!(

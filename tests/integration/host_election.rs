@@ -183,7 +183,14 @@ fn a_new_hosts_claim_waits_for_a_slower_peer_and_brings_the_values_changed_meanw
     sim.apps[0]
         .world_mut()
         .spawn((Replicated, HostOwned, Health(100)));
+    // One after the other, so the quick peer ranks right after the host, whatever the ids.
     let quick = sim.join();
+    sim.run_until(Duration::from_secs(3), "the quick peer settles", |sim| {
+        sim.apps[quick]
+            .world()
+            .resource::<ConnectedPeers>()
+            .is_settled()
+    });
     let slow = sim.join_with_session(SessionConfig {
         peer_timeout: Duration::from_secs(5),
         ..SessionConfig::default()

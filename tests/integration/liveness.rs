@@ -163,3 +163,56 @@ fn a_killed_host_is_replaced_within_two_seconds() {
     );
     eprintln!("the killed host was replaced after {took:?} (summaries print once a second)");
 }
+
+#[test]
+fn a_stopped_player_that_is_not_host_comes_back_as_itself_and_the_host_stays() {
+    let lobby = LobbyThread::spawn(LobbyConfig::local()).unwrap();
+    let url = format!("ws://{}", lobby.local_addr());
+    let (mut demos, host_index) = three_demos(&url, "pause-test");
+    let host = last_summary(&demos[host_index].seen).unwrap().host;
+    let stopped = (host_index + 1) % 3;
+
+    demos[stopped].signal("STOP");
+    let marks: Vec<usize> = demos.iter().map(|d| d.seen.len()).collect();
+    poll_output(
+        &mut demos,
+        Duration::from_secs(12),
+        "the two running demos should drop the stopped player and keep their host",
+        |demos| {
+            demos
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != stopped)
+                .all(|(i, d)| {
+                    last_summary(d.since(marks[i]))
+                        .is_some_and(|s| s.players == 2 && s.host == host)
+                })
+        },
+    );
+
+    demos[stopped].signal("CONT");
+    let marks: Vec<usize> = demos.iter().map(|d| d.seen.len()).collect();
+    let took = poll_output(
+        &mut demos,
+        Duration::from_secs(30),
+        "the resumed player should rejoin, be recognised as the same player by the others, and \
+         all three should see 3 players under the host they had before",
+        |demos| {
+            let recognised = demos.iter().enumerate().all(|(i, d)| {
+                i == stopped
+                    || d.since(marks[i])
+                        .iter()
+                        .any(|l| l.contains("is back, as peer"))
+            });
+            recognised
+                && demos.iter().enumerate().all(|(i, d)| {
+                    last_summary(d.since(marks[i])).is_some_and(|s| {
+                        s.players == 3
+                            && s.host == host
+                            && s.ball_owner.as_deref() == Some(host.as_str())
+                    })
+                })
+        },
+    );
+    eprintln!("a stopped player that is not host was back as itself {took:?} after it ran again");
+}
