@@ -7,7 +7,9 @@
 //! process too), `--quit-after SECONDS`, `--net-sim LOSS,LATENCY_MS,JITTER_MS` (this player's
 //! packets both ways go through a simulated bad network, e.g. `0.02,40,15`), `--stun URL` and
 //! `--turn URL` (ICE servers, repeatable, e.g. `stun:turn.example.com:3478`) with `--turn-user
-//! NAME --turn-pass PASSWORD` (see docs/turn.md). In a browser, see the README.
+//! NAME --turn-pass PASSWORD` (see docs/turn.md), `--max-abandoned-handshakes N` (rejoin the
+//! room after N handshakes with peers that left before connecting; default 128, see
+//! `MatchboxConfig::max_abandoned_handshakes`). In a browser, see the README.
 
 mod bot;
 mod game;
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use bevy::app::{AppExit, ScheduleRunnerPlugin};
 use bevy::prelude::*;
-use bevy_peersync::{IceServers, LinkConditioner};
+use bevy_peersync::{IceServers, LinkConditioner, MatchboxConfig};
 
 #[derive(Debug, Clone)]
 struct Options {
@@ -34,12 +36,13 @@ struct Options {
     quit_after: Option<f32>,
     net_sim: Option<LinkConditioner>,
     ice: IceServers,
+    max_abandoned_handshakes: Option<usize>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 fn usage() -> ! {
     eprintln!(
-        "usage: demo [--room NAME] [--lobby ws://HOST:PORT] [--headless] [--bots N] [--quit-after SECONDS] [--net-sim LOSS,LATENCY_MS,JITTER_MS] [--stun URL] [--turn URL --turn-user NAME --turn-pass PASSWORD]"
+        "usage: demo [--room NAME] [--lobby ws://HOST:PORT] [--headless] [--bots N] [--quit-after SECONDS] [--net-sim LOSS,LATENCY_MS,JITTER_MS] [--stun URL] [--turn URL --turn-user NAME --turn-pass PASSWORD] [--max-abandoned-handshakes N]"
     );
     std::process::exit(2)
 }
@@ -54,6 +57,7 @@ fn options() -> Options {
         quit_after: None,
         net_sim: None,
         ice: IceServers::default(),
+        max_abandoned_handshakes: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -94,6 +98,14 @@ fn options() -> Options {
             }
             "--turn-user" => options.ice.username = Some(args.next().unwrap_or_else(|| usage())),
             "--turn-pass" => options.ice.credential = Some(args.next().unwrap_or_else(|| usage())),
+            "--max-abandoned-handshakes" => {
+                options.max_abandoned_handshakes = Some(
+                    args.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n > 0)
+                        .unwrap_or_else(|| usage()),
+                )
+            }
             _ => usage(),
         }
     }
@@ -141,6 +153,7 @@ fn options() -> Options {
         quit_after: None,
         net_sim: param("net-sim").and_then(|spec| parse_net_sim(&spec.replace("%2C", ","))),
         ice: IceServers::default(),
+        max_abandoned_handshakes: None,
     }
 }
 
@@ -157,17 +170,21 @@ fn main() {
         unreachable!("the browser always knows its lobby")
     });
     let room_url = format!("{}/{}", lobby.trim_end_matches('/'), options.room);
+    let mut config = MatchboxConfig::new(room_url);
+    config.ice_servers = options.ice;
+    if let Some(limit) = options.max_abandoned_handshakes {
+        config.max_abandoned_handshakes = limit;
+    }
 
     #[cfg(not(target_arch = "wasm32"))]
     for _ in 0..options.bots {
-        let url = room_url.clone();
+        let config = config.clone();
         let quit_after = options.quit_after;
-        let ice = options.ice.clone();
-        std::thread::spawn(move || headless_app(url, quit_after, None, ice).run());
+        std::thread::spawn(move || headless_app(config, quit_after, None).run());
     }
 
     let exit = if options.headless {
-        let mut app = headless_app(room_url, options.quit_after, options.net_sim, options.ice);
+        let mut app = headless_app(config, options.quit_after, options.net_sim);
         // Logs go to stderr (one app per process may own the logger: bots above have none).
         app.add_plugins(bevy::log::LogPlugin {
             filter: format!("info,{}", bevy_peersync::WEBRTC_LOG_FILTER),
@@ -175,7 +192,7 @@ fn main() {
         });
         app.run()
     } else {
-        windowed_app(room_url, options.quit_after, options.net_sim, options.ice).run()
+        windowed_app(config, options.quit_after, options.net_sim).run()
     };
     if let AppExit::Error(code) = exit {
         std::process::exit(code.get().into());
@@ -197,10 +214,9 @@ fn quit_after(app: &mut App, seconds: Option<f32>) {
 
 /// A bot without a window: steers along a path and prints what it sees.
 fn headless_app(
-    room_url: String,
+    config: MatchboxConfig,
     seconds: Option<f32>,
     net_sim: Option<LinkConditioner>,
-    ice: IceServers,
 ) -> App {
     let mut app = App::new();
     app.add_plugins(
@@ -208,7 +224,7 @@ fn headless_app(
             1.0 / 60.0,
         ))),
     );
-    net::plugin(&mut app, room_url, net_sim, ice);
+    net::plugin(&mut app, config, net_sim);
     game::plugin(&mut app);
     bot::plugin(&mut app);
     quit_after(&mut app, seconds);
@@ -216,10 +232,9 @@ fn headless_app(
 }
 
 fn windowed_app(
-    room_url: String,
+    config: MatchboxConfig,
     seconds: Option<f32>,
     net_sim: Option<LinkConditioner>,
-    ice: IceServers,
 ) -> App {
     let mut app = App::new();
     app.add_plugins(
@@ -243,7 +258,7 @@ fn windowed_app(
             }),
     )
     .insert_resource(ClearColor(Color::srgb(0.08, 0.08, 0.1)));
-    net::plugin(&mut app, room_url, net_sim, ice);
+    net::plugin(&mut app, config, net_sim);
     game::plugin(&mut app);
     view::plugin(&mut app);
     quit_after(&mut app, seconds);

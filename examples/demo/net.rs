@@ -2,9 +2,9 @@
 //! multiplayer.
 
 use bevy::prelude::*;
+use bevy_peersync::LinkConditioner;
 use bevy_peersync::prelude::*;
 use bevy_peersync::transport::{ConditionedTransport, MatchboxTransport};
-use bevy_peersync::{IceServers, LinkConditioner};
 use serde::{Deserialize, Serialize};
 
 use crate::game::{Ball, Player, Velocity};
@@ -22,12 +22,11 @@ pub struct Heard {
     pub total: usize,
 }
 
-pub fn plugin(app: &mut App, room_url: String, net_sim: Option<LinkConditioner>, ice: IceServers) {
-    // 1. Join the room. Every peer of the room connects to every other directly (WebRTC); the
-    //    lobby only introduces them. Players behind NATs need the ICE servers (`--stun`,
+pub fn plugin(app: &mut App, config: MatchboxConfig, net_sim: Option<LinkConditioner>) {
+    // 1. Join the room: `config` is `MatchboxConfig::new(room_url)` with the command line's
+    //    settings (main.rs). Every peer of the room connects to every other directly (WebRTC);
+    //    the lobby only introduces them. Players behind NATs need the ICE servers (`--stun`,
     //    `--turn`) to find a path. (`--net-sim` puts a simulated bad network in between.)
-    let mut config = MatchboxConfig::new(room_url);
-    config.ice_servers = ice;
     match net_sim {
         None => app.add_plugins(PeersyncPlugin::new(config)),
         Some(conditioner) => {
