@@ -119,19 +119,25 @@ impl Drop for Watched {
 /// A headless demo process (a bot) in `room` of the lobby at `lobby`, quitting after
 /// `quit_after` seconds at the latest.
 pub fn start_demo(lobby: &str, room: &str, quit_after: u32) -> Watched {
-    Watched::spawn(
-        Command::new(demo_binary())
-            .args([
-                "--headless",
-                "--room",
-                room,
-                "--lobby",
-                lobby,
-                "--quit-after",
-            ])
-            .arg(quit_after.to_string())
-            .env("RUST_LOG", "warn,bevy_peersync=info"),
-    )
+    Watched::spawn(&mut demo_command(lobby, room, quit_after))
+}
+
+/// The command [`start_demo`] runs, for a test that adds flags (see examples/demo/main.rs) or
+/// environment.
+pub fn demo_command(lobby: &str, room: &str, quit_after: u32) -> Command {
+    let mut command = Command::new(demo_binary());
+    command
+        .args([
+            "--headless",
+            "--room",
+            room,
+            "--lobby",
+            lobby,
+            "--quit-after",
+        ])
+        .arg(quit_after.to_string())
+        .env("RUST_LOG", "warn,bevy_peersync=info");
+    command
 }
 
 /// Collects the processes' output until `done` holds, and says how long that took; past
