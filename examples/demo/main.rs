@@ -8,7 +8,9 @@
 //! packets both ways go through a simulated bad network, e.g. `0.02,40,15`), `--stun URL` and
 //! `--turn URL` (ICE servers, repeatable, e.g. `stun:turn.example.com:3478`) with `--turn-user
 //! NAME --turn-pass PASSWORD` (see docs/turn.md), `--peer-timeout SECONDS` (how long a silent
-//! peer is kept; default 2). In a browser, see the README.
+//! peer is kept; default 2), `--max-abandoned-handshakes N` (rejoin the room after N handshakes
+//! with peers that left before connecting; default 128, see
+//! `MatchboxConfig::max_abandoned_handshakes`). In a browser, see the README.
 
 mod bot;
 mod game;
@@ -40,7 +42,7 @@ struct Options {
 #[cfg(not(target_arch = "wasm32"))]
 fn usage() -> ! {
     eprintln!(
-        "usage: demo [--room NAME] [--lobby ws://HOST:PORT] [--headless] [--bots N] [--quit-after SECONDS] [--net-sim LOSS,LATENCY_MS,JITTER_MS] [--stun URL] [--turn URL --turn-user NAME --turn-pass PASSWORD] [--peer-timeout SECONDS]"
+        "usage: demo [--room NAME] [--lobby ws://HOST:PORT] [--headless] [--bots N] [--quit-after SECONDS] [--net-sim LOSS,LATENCY_MS,JITTER_MS] [--stun URL] [--turn URL --turn-user NAME --turn-pass PASSWORD] [--peer-timeout SECONDS] [--max-abandoned-handshakes N]"
     );
     std::process::exit(2)
 }
@@ -97,6 +99,14 @@ fn options() -> Options {
             }
             "--turn-pass" => {
                 options.net.ice.credential = Some(args.next().unwrap_or_else(|| usage()))
+            }
+            "--max-abandoned-handshakes" => {
+                options.net.max_abandoned_handshakes = Some(
+                    args.next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n > 0)
+                        .unwrap_or_else(|| usage()),
+                )
             }
             "--peer-timeout" => {
                 options.net.peer_timeout = Some(

@@ -31,6 +31,8 @@ pub struct NetOptions {
     pub ice: IceServers,
     /// `--peer-timeout`: the library's default unless given.
     pub peer_timeout: Option<std::time::Duration>,
+    /// `--max-abandoned-handshakes`: the library's default unless given.
+    pub max_abandoned_handshakes: Option<usize>,
 }
 
 pub fn plugin(app: &mut App, room_url: String, options: &NetOptions) {
@@ -39,6 +41,9 @@ pub fn plugin(app: &mut App, room_url: String, options: &NetOptions) {
     //    `--turn`) to find a path. (`--net-sim` puts a simulated bad network in between.)
     let mut config = MatchboxConfig::new(room_url);
     config.ice_servers = options.ice.clone();
+    if let Some(limit) = options.max_abandoned_handshakes {
+        config.max_abandoned_handshakes = limit;
+    }
     let socket = match options.net_sim {
         None => PeerSocket::matchbox(config),
         Some(conditioner) => PeerSocket::new(ConditionedTransport::new(

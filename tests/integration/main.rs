@@ -8,6 +8,7 @@ mod authority;
 mod bad_input;
 mod browser;
 mod churn;
+mod churn_figures;
 mod connection;
 mod convergence;
 mod delivery;

@@ -119,26 +119,37 @@ impl Drop for Watched {
 /// A headless demo process (a bot) in `room` of the lobby at `lobby`, quitting after
 /// `quit_after` seconds at the latest.
 pub fn start_demo(lobby: &str, room: &str, quit_after: u32) -> Watched {
-    start_demo_with(lobby, room, quit_after, &["--peer-timeout", "5"])
+    Watched::spawn(&mut demo_command(lobby, room, quit_after))
 }
 
-/// A headless demo as [`start_demo`] starts it, with `extra` flags instead of the tests' longer
-/// peer timeout (see `TEST_PEER_TIMEOUT`): tests about liveness run with the library's own.
+/// The command [`start_demo`] runs, for a test that adds flags (see examples/demo/main.rs) or
+/// environment. It keeps silent peers for 5 s, not the library's 2 s: a dozen debug-build
+/// processes beside browsers on CI's two cores can stall for seconds (see `TEST_PEER_TIMEOUT`).
+pub fn demo_command(lobby: &str, room: &str, quit_after: u32) -> Command {
+    let mut command = demo_with_library_timeouts(lobby, room, quit_after);
+    command.args(["--peer-timeout", "5"]);
+    command
+}
+
+/// A headless demo with the library's own timeouts and `extra` flags: for tests about liveness.
 pub fn start_demo_with(lobby: &str, room: &str, quit_after: u32, extra: &[&str]) -> Watched {
-    Watched::spawn(
-        Command::new(demo_binary())
-            .args([
-                "--headless",
-                "--room",
-                room,
-                "--lobby",
-                lobby,
-                "--quit-after",
-            ])
-            .arg(quit_after.to_string())
-            .args(extra)
-            .env("RUST_LOG", "warn,bevy_peersync=info"),
-    )
+    Watched::spawn(demo_with_library_timeouts(lobby, room, quit_after).args(extra))
+}
+
+fn demo_with_library_timeouts(lobby: &str, room: &str, quit_after: u32) -> Command {
+    let mut command = Command::new(demo_binary());
+    command
+        .args([
+            "--headless",
+            "--room",
+            room,
+            "--lobby",
+            lobby,
+            "--quit-after",
+        ])
+        .arg(quit_after.to_string())
+        .env("RUST_LOG", "warn,bevy_peersync=info");
+    command
 }
 
 /// Collects the processes' output until `done` holds, and says how long that took; past
