@@ -220,7 +220,9 @@ fn a_browser_player_rejoins_a_restarted_lobby_so_that_new_players_reach_it() {
 
     // The lobby dies and a new one starts on its port: the page's signaling is gone for good,
     // and it must notice and rejoin by itself for the new player to reach it.
-    lobby.signal("KILL");
+    // SIGKILL, and wait until it is gone: until then its socket still holds the port, which
+    // the new lobby would fail to bind while the old one still answered the readiness check.
+    drop(lobby);
     let _lobby = start_lobby(port, &["--static-dir", &site]);
     let back = Instant::now();
     let marks: Vec<usize> = players.iter().map(|(_, p)| p.seen.len()).collect();

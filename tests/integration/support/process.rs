@@ -228,12 +228,20 @@ pub fn start_lobby(port: u16, extra: &[&str]) -> Watched {
             .args(["--bind", &format!("127.0.0.1:{port}")])
             .args(extra),
     );
+    let mut lobby = lobby;
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             Instant::now() < deadline,
             "the lobby should listen on port {port} within 10 s"
         );
+        if let Ok(Some(status)) = lobby.child.try_wait() {
+            lobby.collect();
+            panic!(
+                "the lobby on port {port} should keep running, but it exited ({status}): {:?}",
+                lobby.seen
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     lobby
