@@ -25,7 +25,8 @@ pub fn plugin(app: &mut App) {
         heard: 0,
         relayed: HashMap::new(),
     })
-    .add_systems(Update, (steer, report, report_paths));
+    .add_systems(Update, (steer, report, report_paths))
+    .add_observer(report_connected);
 }
 
 /// Circles around a point of its own, so several bots do not sit on top of each other.
@@ -43,6 +44,27 @@ fn say(line: String) {
     println!("{line}");
     #[cfg(target_arch = "wasm32")]
     web_sys::console::log_1(&line.into());
+}
+
+/// Prints a line when a peer connects; in the browser with the time since the page began
+/// loading (the load-time figure in BENCHMARKS.md reads it).
+fn report_connected(joined: On<PeerConnected>, peers: Res<ConnectedPeers>) {
+    let Some(me) = peers.local_id() else {
+        return;
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let when = String::new();
+    #[cfg(target_arch = "wasm32")]
+    let when = web_sys::window()
+        .and_then(|window| window.performance())
+        .map_or(String::new(), |clock| {
+            format!(", {:.0} ms after the page began loading", clock.now())
+        });
+    say(format!(
+        "[bot {}] CONNECTED TO {}{when}",
+        short(me),
+        short(joined.peer)
+    ));
 }
 
 /// Prints a line when the number of players seen or greetings heard changes (tests read

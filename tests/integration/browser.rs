@@ -4,12 +4,16 @@
 //!
 //! Needs the browser build in `<cargo target dir>/web` (`PROFILE=debug web/build.sh`, which
 //! `./ci.sh` runs) and Debian's `chromium` and `firefox-esr` (`.ci/run` installs them).
+//!
+//! `figures_page_load` (ignored) measures how long a page takes from loading to connected.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::process::{Watched, demo_binary, free_port, start_demo, start_lobby};
+use crate::support::process::{
+    Watched, demo_binary, free_port, poll_output, start_demo, start_lobby,
+};
 use peersync_lobby::{LobbyConfig, LobbyThread};
 
 /// `web/build.sh` builds into `<target dir>/web`; this test binary is `<target dir>/<profile>/deps/…`.
@@ -28,6 +32,11 @@ fn lobby_with_site() -> LobbyThread {
         site.join("demo_bg.wasm").exists(),
         "the browser build is missing: run `PROFILE=debug web/build.sh` (./ci.sh does)"
     );
+    lobby_serving(site)
+}
+
+/// A lobby serving the browser build in `site`, on a free loopback port.
+fn lobby_serving(site: PathBuf) -> LobbyThread {
     LobbyThread::spawn(LobbyConfig {
         static_dir: Some(site),
         ..LobbyConfig::local()
@@ -275,4 +284,109 @@ fn a_browser_player_rejoins_a_restarted_lobby_so_that_new_players_reach_it() {
         "a new player reached the browser player {:?} after the lobby came back",
         back.elapsed()
     );
+}
+
+/// Page load to connected, in headless Chromium on loopback, for the figures in BENCHMARKS.md
+/// ("Browser build"): a native headless demo waits in a room, then a fresh Chromium profile (no
+/// cache) opens the headless page of that room, whose bot says how long after the page began
+/// loading (`performance.now()`) it connected to the native demo. The median of `LOAD_RUNS`
+/// runs (5) for each web build: by default `<target dir>/web` if `web/build.sh` built it in a
+/// release profile; `WEB_SITES=DIR,DIR` names the builds' directories, debug ones too.
+#[test]
+#[ignore = "a figure: needs a release web build (web/build.sh)"]
+fn figures_page_load() {
+    let _one = ONE_BROWSER_TEST.lock().unwrap_or_else(|e| e.into_inner());
+    let sites: Vec<PathBuf> = match std::env::var("WEB_SITES") {
+        Ok(list) => list.split(',').map(PathBuf::from).collect(),
+        Err(_) => match build_of(&site()) {
+            Some(build) if !build.starts_with("debug") => vec![site()],
+            _ => {
+                let site = site();
+                println!(
+                    "skipped: no release web build in {} (web/build.sh)",
+                    site.display()
+                );
+                return;
+            }
+        },
+    };
+    let runs: usize = std::env::var("LOAD_RUNS").map_or(5, |n| n.parse().expect("LOAD_RUNS"));
+    assert!(runs > 0, "LOAD_RUNS should be at least 1");
+    for site in sites {
+        let Some(build) = build_of(&site) else {
+            println!("skipped: no web build in {}", site.display());
+            continue;
+        };
+        let lobby = lobby_serving(site.clone());
+        let mut in_page = Vec::new();
+        let mut from_launch = Vec::new();
+        for run in 0..runs {
+            let (page, launch) = load_to_connected(&lobby, &format!("load-{run}"));
+            println!(
+                "{build}: run {run}: {page:?} after the page began loading, {launch:?} after Chromium started"
+            );
+            in_page.push(page);
+            from_launch.push(launch);
+        }
+        in_page.sort();
+        from_launch.sort();
+        println!(
+            "{build} ({}, {} bytes of wasm): page load to connected, median of {runs}: {:?} \
+             (min {:?}, max {:?}); from Chromium's start: {:?}",
+            site.display(),
+            std::fs::metadata(site.join("demo_bg.wasm")).map_or(0, |m| m.len()),
+            in_page[runs / 2],
+            in_page[0],
+            in_page[runs - 1],
+            from_launch[runs / 2],
+        );
+    }
+}
+
+/// What `web/build.sh` says it built in `site` (its `build.txt`), if it built there: "debug",
+/// "wasm-release, wasm-opt -Oz", ... A build from before `build.txt` says "unknown".
+fn build_of(site: &Path) -> Option<String> {
+    if !site.join("demo_bg.wasm").exists() {
+        return None;
+    }
+    Some(
+        std::fs::read_to_string(site.join("build.txt"))
+            .map_or_else(|_| "unknown".to_owned(), |build| build.trim().to_owned()),
+    )
+}
+
+/// One page load in `room` with a native demo waiting there: the time from the page's start
+/// to its bot's connection as the page measured it, and as seen from here since Chromium's
+/// start (50 ms polls).
+fn load_to_connected(lobby: &LobbyThread, room: &str) -> (Duration, Duration) {
+    let mut native = [native(lobby, room)];
+    poll_output(
+        &mut native,
+        Duration::from_secs(60),
+        "the native demo should join its room",
+        |p| p[0].said("SEES 1 PLAYERS") > 0,
+    );
+    let profile = Profile::new(room);
+    let launched = Instant::now();
+    let mut page = [chromium(lobby, room, &profile)];
+    poll_output(
+        &mut page,
+        Duration::from_secs(150),
+        "the page should connect to the native demo",
+        |p| p[0].said("CONNECTED TO") > 0,
+    );
+    let from_launch = launched.elapsed();
+    // `... CONNECTED TO 1a2b3c4d, 1234 ms after the page began loading", source: ...`
+    let line = page[0]
+        .seen
+        .iter()
+        .find(|line| line.contains("CONNECTED TO"))
+        .unwrap();
+    let ms: f64 = line
+        .split(" ms after the page began loading")
+        .next()
+        .and_then(|before| before.rsplit(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no time since page load in {line:?}"));
+    (Duration::from_secs_f64(ms / 1000.0), from_launch)
 }
