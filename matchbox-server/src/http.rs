@@ -90,7 +90,7 @@ fn turn(shared: &Shared, facts: &TurnFacts<'_>) -> Response {
         )
             .into_response();
     };
-    let mut response = match admit_turn(&shared.config, facts) {
+    let response = match admit_turn(&shared.config, facts) {
         Ok(grant) => {
             let credential = mint_turn_credential(
                 secret.as_bytes(),
@@ -109,20 +109,18 @@ fn turn(shared: &Shared, facts: &TurnFacts<'_>) -> Response {
         }
         Err(refusal) => refuse_with_challenge(shared, refusal),
     };
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    readable_anywhere_uncached(response)
 }
 
 /// `ok`, then this start's id: a client that sees it change knows its room is gone. Players
 /// ask every few seconds (bevy_peersync's lobby probe), a browser's from a page that may be on
 /// another origin, so any origin may read it and nothing may cache it.
 fn health(shared: &Shared) -> Response {
-    let mut response = (StatusCode::OK, format!("ok {}\n", shared.boot)).into_response();
+    readable_anywhere_uncached((StatusCode::OK, format!("ok {}\n", shared.boot)).into_response())
+}
+
+/// For answers a page on any origin may read and nothing may keep: `/health`, `/turn`.
+fn readable_anywhere_uncached(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,

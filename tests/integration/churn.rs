@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::harness::*;
+use crate::support::raw_member::RawMember;
 use bevy::prelude::*;
 use bevy_peersync::{MatchboxConfig, PeerSocket};
 
@@ -14,12 +15,8 @@ const LIMIT: usize = 4;
 /// Joins the room with a plain WebSocket, waits for the members' offers (their handshakes have
 /// started), and leaves.
 fn join_and_leave(url: &str, members: usize) {
-    let (mut socket, _) = tungstenite::connect(url).expect("the lobby accepts a WebSocket");
-    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_mut() {
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("a read timeout");
-    }
+    let mut member =
+        RawMember::join(url, Duration::from_millis(200)).expect("the lobby accepts a WebSocket");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut offers = 0;
     while offers < members {
@@ -27,25 +24,14 @@ fn join_and_leave(url: &str, members: usize) {
             Instant::now() < deadline,
             "each of the {members} members should offer a connection to the newcomer"
         );
-        match socket.read() {
-            Ok(frame) => {
-                if frame
-                    .into_text()
-                    .is_ok_and(|text| text.contains("\"Offer\""))
-                {
-                    offers += 1;
-                }
-            }
-            Err(tungstenite::Error::Io(error))
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(error) => panic!("the lobby should keep the churner's socket open: {error}"),
+        if member
+            .next_offer("the lobby should keep the churner's socket open")
+            .is_some()
+        {
+            offers += 1;
         }
     }
-    let _ = socket.close(None);
-    let _ = socket.flush();
+    member.leave();
 }
 
 #[test]

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::support::process::{Watched, demo_command, poll_output};
+use crate::support::raw_member::RawMember;
 use peersync_lobby::{LobbyConfig, LobbyThread};
 
 /// The victims' `--max-abandoned-handshakes` unless `CHURN_LIMIT` says otherwise: low, so that
@@ -165,47 +166,21 @@ impl Churner {
     /// Joins the room with a plain WebSocket, waits until `members` members offered it a
     /// connection or `PATIENCE` passed, and leaves.
     fn join_and_leave(&mut self, url: &str, members: usize) {
-        let (mut socket, _) = tungstenite::connect(url).unwrap_or_else(|e| {
+        let mut member = RawMember::join(url, Duration::from_millis(50)).unwrap_or_else(|e| {
             panic!("the lobby (join limits off) should admit the churner: {e}")
         });
-        if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_mut() {
-            stream
-                .set_read_timeout(Some(Duration::from_millis(50)))
-                .expect("a read timeout");
-        }
         self.joins += 1;
         let deadline = Instant::now() + PATIENCE;
         let mut offered = 0;
         while offered < members && Instant::now() < deadline {
-            let frame = match socket.read() {
-                Ok(frame) => frame,
-                Err(tungstenite::Error::Io(error))
-                    if matches!(
-                        error.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
-                Err(error) => panic!("the lobby should keep the churner's socket open: {error}"),
-            };
-            let Ok(text) = frame.into_text() else {
-                continue;
-            };
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
-                continue;
-            };
-            let signal = &json["Signal"];
-            if signal["data"].get("Offer").is_some() {
-                let sender = signal["sender"]
-                    .as_str()
-                    .expect("a signal names its sender");
-                *self.offers.entry(sender.to_owned()).or_default() += 1;
+            if let Some(sender) =
+                member.next_offer("the lobby should keep the churner's socket open")
+            {
+                *self.offers.entry(sender).or_default() += 1;
                 offered += 1;
             }
         }
-        let _ = socket.close(None);
-        let _ = socket.flush();
+        member.leave();
     }
 
     /// Offers received from the sockets with these ids.

@@ -3,28 +3,16 @@
 //! 0.15 panics on it in the victims' socket threads. The victims' games keep running, report
 //! the failure, and are back in the room, connected to each other, within seconds.
 
-use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::process::{Watched, example_binary, poll_output, start_demo};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
-}
+use crate::support::process::{Watched, example_binary, free_port, poll_output, start_demo};
+use crate::support::raw_member::RawMember;
 
 /// Joins the room with a plain WebSocket and answers every offer with `answer`.
 fn poison_offers(url: &str, victims: usize, answer: &str) {
-    let (mut socket, _) = tungstenite::connect(url).expect("the relay lobby accepts a WebSocket");
-    if let tungstenite::stream::MaybeTlsStream::Plain(stream) = socket.get_mut() {
-        // So that a missing offer fails the deadline below instead of blocking forever.
-        stream
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("a read timeout");
-    }
+    let mut intruder = RawMember::join(url, Duration::from_millis(200))
+        .expect("the relay lobby accepts a WebSocket");
     let mut answered = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
     while answered < victims {
@@ -32,36 +20,14 @@ fn poison_offers(url: &str, victims: usize, answer: &str) {
             Instant::now() < deadline,
             "each of the {victims} members should have sent the newcomer an offer"
         );
-        let frame = match socket.read() {
-            Ok(frame) => frame,
-            Err(tungstenite::Error::Io(error))
-                if matches!(
-                    error.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(error) => panic!("the lobby should keep the intruder's socket open: {error}"),
-        };
-        let Ok(text) = frame.into_text() else {
-            continue;
-        };
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(text.as_str()) else {
-            continue;
-        };
-        let signal = &json["Signal"];
-        if signal["data"].get("Offer").is_some() {
-            let sender = signal["sender"].as_str().expect("a sender id").to_owned();
-            let reply = format!(r#"{{"Signal":{{"receiver":"{sender}","data":{answer}}}}}"#);
-            socket
-                .send(tungstenite::Message::text(reply))
-                .expect("the intruder can send");
+        if let Some(sender) =
+            intruder.next_offer("the lobby should keep the intruder's socket open")
+        {
+            intruder.signal(&sender, answer);
             answered += 1;
         }
     }
-    let _ = socket.close(None);
-    let _ = socket.flush();
+    intruder.leave();
 }
 
 #[test]

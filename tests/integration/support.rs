@@ -5,4 +5,5 @@
 pub mod harness;
 pub mod hostile;
 pub mod process;
+pub mod raw_member;
 pub mod sim;
