@@ -20,7 +20,7 @@ use crate::transport::{LinkEvent, Packet};
 
 mod hello;
 
-use self::hello::{check_hello, encode_hello};
+use self::hello::{EarlyMessages, MAX_EARLY_BYTES, check_hello, encode_hello};
 
 /// Kind of the handshake message.
 pub(crate) const KIND_HELLO: u16 = 0;
@@ -34,8 +34,13 @@ pub(crate) const KIND_GOODBYE: u16 = 4;
 pub(crate) const KIND_TRACKED: u16 = 5;
 /// Kind of the answer to tracked messages: varint count, then that many varint tickets.
 pub(crate) const KIND_DELIVERED: u16 = 6;
+/// Kind of a request to say the hello again (empty body; see `hello::EarlyMessages`).
+pub(crate) const KIND_HELLO_AGAIN: u16 = 7;
 /// How long a peer has to say hello once its link is up.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after its link came up a peer that has not said hello is asked again (and told
+/// ours again, in case both were lost).
+const HELLO_PATIENCE: Duration = Duration::from_secs(1);
 
 /// What the endpoint has to tell the layer above.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +103,8 @@ struct Link {
     ignored: u64,
     /// The player its hello proved.
     player: Option<PlayerId>,
+    /// Messages that came before its hello.
+    early: EarlyMessages,
 }
 
 impl Link {
@@ -135,6 +142,8 @@ pub(crate) struct Endpoint {
     errors: Vec<InputError>,
     /// When `flush` last ran: a longer gap than the peer timeout is a stall of our own.
     last_flush: Option<Duration>,
+    /// When peers were dropped for silence lately (within half the peer timeout).
+    silent_drops: Vec<Duration>,
 }
 
 impl Endpoint {
@@ -149,6 +158,7 @@ impl Endpoint {
             scratch: Vec::new(),
             errors: Vec::new(),
             last_flush: None,
+            silent_drops: Vec::new(),
         }
     }
 
@@ -211,6 +221,7 @@ impl Endpoint {
                         last_heard: now,
                         ignored: 0,
                         player: None,
+                        early: EarlyMessages::default(),
                     },
                 );
             }
@@ -273,11 +284,22 @@ impl Endpoint {
                 reason,
             });
         }
+        // Peers cut off at the same instant were last heard up to a ping interval apart, so
+        // they go silent over a few frames: "at once" is within half the timeout.
+        let window = timeout / 2;
+        self.silent_drops
+            .retain(|at| now.saturating_sub(*at) <= window);
+        self.silent_drops
+            .extend(std::iter::repeat_n(now, silent_now));
         if stalled && any_dropped {
             self.events.push(EndpointEvent::Stalled { gap });
-        } else if silent_now >= 2 && !self.links.values().any(Link::is_live_or_forming) {
+        } else if silent_now > 0
+            && self.silent_drops.len() >= 2
+            && !self.links.values().any(Link::is_live_or_forming)
+        {
             // One peer going quiet says nothing about whose network failed; several at once,
             // and no one else left or on the way, most likely this side's.
+            self.silent_drops.clear();
             self.events.push(EndpointEvent::Isolated);
         }
     }
@@ -334,6 +356,15 @@ impl Endpoint {
                             link.player = Some(hello.player);
                             verified = Some((hello.player, self.events.len()));
                             self.events.push(EndpointEvent::Connected(peer));
+                            for (channel, kind, body) in link.early.take() {
+                                out.push(Received {
+                                    peer,
+                                    channel,
+                                    kind,
+                                    body,
+                                    ticket: None,
+                                });
+                            }
                         }
                         Err(reason) => {
                             link.state = HandshakeState::Refused;
@@ -342,13 +373,45 @@ impl Endpoint {
                         }
                     }
                 }
+                (
+                    HandshakeState::AwaitingHello { .. } | HandshakeState::Verified,
+                    KIND_HELLO_AGAIN,
+                ) => {
+                    if link.early.say_again() {
+                        let hello = encode_hello(
+                            self.protocol_hash,
+                            &self.identity,
+                            self.local.unwrap_or(PeerId(0)),
+                            peer,
+                        );
+                        let _ = link.session.send(
+                            &self.config,
+                            Channel::Reliable,
+                            KIND_HELLO,
+                            hello,
+                            None,
+                        );
+                    }
+                }
                 (HandshakeState::AwaitingHello { .. }, _) => {
-                    link.state = HandshakeState::Refused;
-                    self.events.push(EndpointEvent::Refused {
-                        peer,
-                        reason: "sent messages before its hello".to_owned(),
-                    });
-                    return;
+                    match link.early.hold(channel, kind, body) {
+                        Some(true) => {
+                            tracing::info!("{peer} sent messages before its hello: asking again");
+                            ask_hello_again(&mut link.session, &self.config);
+                        }
+                        Some(false) => {}
+                        None => {
+                            link.state = HandshakeState::Refused;
+                            self.events.push(EndpointEvent::Refused {
+                                peer,
+                                reason: format!(
+                                    "sent over {} KiB of messages before its hello",
+                                    MAX_EARLY_BYTES / 1024
+                                ),
+                            });
+                            return;
+                        }
+                    }
                 }
                 (HandshakeState::Verified, KIND_GOODBYE) => {
                     link.state = HandshakeState::Dropped;
@@ -358,6 +421,15 @@ impl Endpoint {
                     });
                     break;
                 }
+                // Said again (we asked, or it feared both were lost): the same proof again.
+                (HandshakeState::Verified, KIND_HELLO)
+                    if check_hello(
+                        &body,
+                        self.protocol_hash,
+                        peer,
+                        self.local.unwrap_or(PeerId(0)),
+                    )
+                    .is_ok_and(|hello| Some(hello.player) == link.player) => {}
                 (HandshakeState::Verified, KIND_HELLO) => {
                     link.session.count_rejected();
                     self.events.push(EndpointEvent::Rejected {
@@ -435,14 +507,29 @@ impl Endpoint {
     pub(crate) fn flush(&mut self, now: Duration, emit: &mut impl FnMut(Packet)) {
         self.check_liveness(now);
         for (peer, link) in &mut self.links {
-            if let HandshakeState::AwaitingHello { since } = link.state
-                && now.saturating_sub(since) > HELLO_TIMEOUT
-            {
-                link.state = HandshakeState::Refused;
-                self.events.push(EndpointEvent::Refused {
-                    peer: *peer,
-                    reason: format!("no hello within {HELLO_TIMEOUT:?}"),
-                });
+            if let HandshakeState::AwaitingHello { since } = link.state {
+                let waited = now.saturating_sub(since);
+                if waited > HELLO_TIMEOUT {
+                    link.state = HandshakeState::Refused;
+                    self.events.push(EndpointEvent::Refused {
+                        peer: *peer,
+                        reason: format!("no hello within {HELLO_TIMEOUT:?}"),
+                    });
+                } else if waited >= HELLO_PATIENCE && !link.early.asked {
+                    // Nothing from it yet: its hello, or ours, or both may have been lost.
+                    tracing::info!("{peer} has not said hello in {waited:?}: asking again");
+                    link.early.asked = true;
+                    ask_hello_again(&mut link.session, &self.config);
+                    let hello = encode_hello(
+                        self.protocol_hash,
+                        &self.identity,
+                        self.local.unwrap_or(PeerId(0)),
+                        *peer,
+                    );
+                    let _ =
+                        link.session
+                            .send(&self.config, Channel::Reliable, KIND_HELLO, hello, None);
+                }
             }
             let peer = *peer;
             let mut emit = |channel, bytes| {
@@ -499,3 +586,14 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests;
+
+/// Asks the peer of `session` to say its hello again.
+fn ask_hello_again(session: &mut PeerSession, config: &SessionConfig) {
+    let _ = session.send(
+        config,
+        Channel::Reliable,
+        KIND_HELLO_AGAIN,
+        Bytes::new(),
+        None,
+    );
+}

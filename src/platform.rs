@@ -96,6 +96,10 @@ struct ProbeShared {
     stop: std::sync::atomic::AtomicBool,
     /// Times the server answered again after not answering.
     returns: std::sync::atomic::AtomicU64,
+    /// The id the socket has in its room, which each look asks the lobby about.
+    peer: std::sync::Mutex<Option<String>>,
+    /// An id the lobby said twice in a row it does not have in any room.
+    forgotten: std::sync::Mutex<Option<String>>,
 }
 
 impl LobbyProbe {
@@ -125,10 +129,10 @@ impl LobbyProbe {
             } else {
                 "http"
             };
-            let url = format!("{scheme}://{target}/health");
+            let origin = format!("{scheme}://{target}");
             let watched = shared.clone();
             let task = spawn_background("peersync-lobby-probe", async move {
-                web::probe_loop(&url, every, &watched).await
+                web::probe_loop(&origin, every, &watched).await
             });
             Some(Self {
                 shared,
@@ -145,6 +149,23 @@ impl LobbyProbe {
             .returns
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// From now on each look also asks whether the lobby still has `peer` (the socket's id, a
+    /// UUID) in a room; `None` stops asking.
+    pub(crate) fn ask_about(&self, peer: Option<String>) {
+        *lock(&self.shared.peer) = peer;
+        *lock(&self.shared.forgotten) = None;
+    }
+
+    /// The id the lobby said (twice in a row) it does not have, once.
+    pub(crate) fn take_forgotten(&self) -> Option<String> {
+        lock(&self.shared.forgotten).take()
+    }
+}
+
+/// Every value behind these locks is whole at any time, so a panic elsewhere does not matter.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Drop for LobbyProbe {
@@ -187,9 +208,17 @@ fn probe_target(room_url: &str) -> Option<String> {
 enum Seen {
     /// Nothing answers.
     Down,
-    /// It answers; with the boot id its `/health` gives (peersync-lobby says a new one per
-    /// start), when it gives one.
-    Up(Option<String>),
+    /// It answers, with what its `/health` says.
+    Up(Health),
+}
+
+/// What a `/health` answer says, as far as it says it (older lobbies say less).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Health {
+    /// The lobby's boot id: peersync-lobby says a new one per start.
+    boot: Option<String>,
+    /// Whether the peer asked about is in a room there.
+    present: Option<bool>,
 }
 
 /// What the probe remembers between looks.
@@ -197,6 +226,8 @@ enum Seen {
 struct Watch {
     answered: bool,
     boot: Option<String>,
+    /// The peer the previous look found absent.
+    absent: Option<String>,
 }
 
 impl Default for Watch {
@@ -204,29 +235,42 @@ impl Default for Watch {
         Self {
             answered: true,
             boot: None,
+            absent: None,
         }
     }
 }
 
 impl ProbeShared {
     /// Counts a return when the lobby answers after not answering, or answers with another
-    /// boot id than before (it restarted between two looks).
-    fn observe(&self, watch: &mut Watch, seen: Seen) {
+    /// boot id than before (it restarted between two looks). A peer the lobby says twice in a
+    /// row it does not have (`asked`, the id that look asked about) is forgotten: its lobby
+    /// connection was closed while its peer connections stayed up. Twice, so that a look that
+    /// crossed a join or a rejoin on the wire is not taken for it.
+    fn observe(&self, watch: &mut Watch, seen: Seen, asked: Option<String>) {
         match seen {
             Seen::Down => watch.answered = false,
-            Seen::Up(seen) => {
+            Seen::Up(Health { boot, present }) => {
                 let restarted =
-                    matches!((&watch.boot, &seen), (Some(before), Some(now)) if before != now);
+                    matches!((&watch.boot, &boot), (Some(before), Some(now)) if before != now);
                 if !watch.answered || restarted {
                     self.returns
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 watch.answered = true;
-                if seen.is_some() {
-                    watch.boot = seen;
+                if boot.is_some() {
+                    watch.boot = boot;
                 }
+                let absent = asked.filter(|_| present == Some(false));
+                if absent.is_some() && absent == watch.absent {
+                    *lock(&self.forgotten) = absent.clone();
+                }
+                watch.absent = absent;
             }
         }
+    }
+
+    fn peer(&self) -> Option<String> {
+        lock(&self.peer).clone()
     }
 
     fn stopped(&self) -> bool {
@@ -239,8 +283,10 @@ impl ProbeShared {
 fn probe_loop(target: &str, every: std::time::Duration, shared: &ProbeShared) {
     let mut watch = Watch::default();
     while !shared.stopped() {
-        let seen = look(target, every.min(std::time::Duration::from_secs(1)));
-        shared.observe(&mut watch, seen);
+        let asked = shared.peer();
+        let path = health_path(asked.as_deref());
+        let seen = look(target, &path, every.min(std::time::Duration::from_secs(1)));
+        shared.observe(&mut watch, seen, asked);
         // A probe's pace, not a synchronisation: the transport reads the count when it likes.
         std::thread::sleep(every);
     }
@@ -252,16 +298,18 @@ mod web {
     use wasm_bindgen::JsCast;
     use wasm_bindgen_futures::JsFuture;
 
-    use super::{ProbeShared, Seen, Watch, health_boot_id};
+    use super::{Health, ProbeShared, Seen, Watch, health_body, health_path};
 
-    pub(super) async fn probe_loop(url: &str, every: std::time::Duration, shared: &ProbeShared) {
+    pub(super) async fn probe_loop(origin: &str, every: std::time::Duration, shared: &ProbeShared) {
         let mut watch = Watch::default();
         let pause = i32::try_from(every.as_millis())
             .unwrap_or(i32::MAX)
             .max(100);
         while !shared.stopped() {
-            let seen = look(url, pause.min(1000).unsigned_abs()).await;
-            shared.observe(&mut watch, seen);
+            let asked = shared.peer();
+            let url = format!("{origin}{}", health_path(asked.as_deref()));
+            let seen = look(&url, pause.min(1000).unsigned_abs()).await;
+            shared.observe(&mut watch, seen, asked);
             if !sleep(pause).await {
                 return;
             }
@@ -288,7 +336,7 @@ mod web {
             return Seen::Down;
         };
         if !response.ok() {
-            return Seen::Up(None);
+            return Seen::Up(Health::default());
         }
         let text = match response.text() {
             Ok(promise) => JsFuture::from(promise)
@@ -297,7 +345,7 @@ mod web {
                 .and_then(|t| t.as_string()),
             Err(_) => None,
         };
-        Seen::Up(text.as_deref().and_then(health_boot_id))
+        Seen::Up(text.as_deref().map(health_body).unwrap_or_default())
     }
 
     fn has_abort_timeout() -> bool {
@@ -318,9 +366,17 @@ mod web {
     }
 }
 
-/// Connects to `target` and asks `GET /health`.
+/// `/health`, asking about `peer` if there is one.
+fn health_path(peer: Option<&str>) -> String {
+    match peer {
+        Some(peer) => format!("/health?peer={peer}"),
+        None => "/health".to_owned(),
+    }
+}
+
+/// Connects to `target` and asks `GET path`.
 #[cfg(not(target_arch = "wasm32"))]
-fn look(target: &str, timeout: std::time::Duration) -> Seen {
+fn look(target: &str, path: &str, timeout: std::time::Duration) -> Seen {
     use std::io::{Read, Write};
     use std::net::{TcpStream, ToSocketAddrs};
     let Ok(addrs) = target.to_socket_addrs() else {
@@ -334,30 +390,43 @@ fn look(target: &str, timeout: std::time::Duration) -> Seen {
     };
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
-    let request = format!("GET /health HTTP/1.0\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {target}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
-        return Seen::Up(None);
+        return Seen::Up(Health::default());
     }
     let mut response = Vec::with_capacity(512);
     let _ = stream.take(4096).read_to_end(&mut response);
-    Seen::Up(boot_id(&response))
+    Seen::Up(health_answer(&response))
 }
 
-/// The boot id in a `/health` answer: `HTTP/1.x 200`, then a body `ok <id>`.
+/// What a `/health` answer says: `HTTP/1.x 200`, then a body `ok <boot id> [present|absent]`.
 #[cfg(not(target_arch = "wasm32"))]
-fn boot_id(response: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(response).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
+fn health_answer(response: &[u8]) -> Health {
+    let Some((head, body)) = std::str::from_utf8(response)
+        .ok()
+        .and_then(|text| text.split_once("\r\n\r\n"))
+    else {
+        return Health::default();
+    };
     if !head.starts_with("HTTP/1.") || head.split(' ').nth(1) != Some("200") {
-        return None;
+        return Health::default();
     }
-    health_boot_id(body)
+    health_body(body)
 }
 
-/// The boot id in the body of a `/health` answer: `ok <id>`.
-fn health_boot_id(body: &str) -> Option<String> {
-    let id = body.trim().strip_prefix("ok ")?;
-    (!id.is_empty() && id.len() <= 64).then(|| id.to_owned())
+/// The body of a `/health` answer: `ok <boot id>`, and with `?peer=` `present` or `absent`.
+fn health_body(body: &str) -> Health {
+    let Some(rest) = body.trim().strip_prefix("ok ") else {
+        return Health::default();
+    };
+    let mut words = rest.split_whitespace();
+    let boot = words.next().filter(|id| id.len() <= 64).map(str::to_owned);
+    let present = match words.next() {
+        Some("present") => Some(true),
+        Some("absent") => Some(false),
+        _ => None,
+    };
+    Health { boot, present }
 }
 
 #[cfg(test)]
@@ -384,6 +453,7 @@ mod tests {
 
     #[test]
     fn the_boot_id_comes_from_a_health_answer_only() {
+        let boot_id = |response: &[u8]| health_answer(response).boot;
         let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\nok 0f4c9b5e-1111-4222-8333-944445555666\n";
         assert_eq!(
             boot_id(ok).as_deref(),
@@ -396,5 +466,45 @@ mod tests {
             "an older lobby"
         );
         assert_eq!(boot_id(b"garbage"), None);
+        assert_eq!(
+            health_answer(b"HTTP/1.1 200 OK\r\n\r\nok b1 absent\n"),
+            Health {
+                boot: Some("b1".into()),
+                present: Some(false)
+            }
+        );
+    }
+
+    #[test]
+    fn a_peer_the_lobby_twice_says_it_lacks_is_forgotten() {
+        let shared = ProbeShared::default();
+        let mut watch = Watch::default();
+        let say = |present| {
+            Seen::Up(Health {
+                boot: Some("b".into()),
+                present,
+            })
+        };
+        let me = || Some("me".to_owned());
+        shared.observe(&mut watch, say(Some(false)), me());
+        assert_eq!(
+            *lock(&shared.forgotten),
+            None,
+            "once may be a join in flight"
+        );
+        shared.observe(&mut watch, say(Some(true)), me());
+        shared.observe(&mut watch, say(Some(false)), me());
+        assert_eq!(*lock(&shared.forgotten), None, "not twice in a row");
+        shared.observe(&mut watch, say(Some(false)), Some("other".into()));
+        assert_eq!(*lock(&shared.forgotten), None, "about two different ids");
+        shared.observe(&mut watch, say(Some(false)), Some("other".into()));
+        assert_eq!(lock(&shared.forgotten).as_deref(), Some("other"));
+        shared.observe(&mut watch, say(None), me());
+        shared.observe(&mut watch, say(None), me());
+        assert_eq!(
+            lock(&shared.forgotten).as_deref(),
+            Some("other"),
+            "an older lobby that does not answer the question changes nothing"
+        );
     }
 }

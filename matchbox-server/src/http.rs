@@ -35,7 +35,7 @@ pub(crate) async fn endpoint(shared: &Shared, request: Request) -> Response {
         return refuse_with_challenge(shared, refusal);
     }
     match path {
-        "/health" => health(shared),
+        "/health" => health(shared, query),
         "/rooms" => rooms(shared, query),
         "/metrics" => metrics(shared),
         _ => {
@@ -115,8 +115,24 @@ fn turn(shared: &Shared, facts: &TurnFacts<'_>) -> Response {
 /// `ok`, then this start's id: a client that sees it change knows its room is gone. Players
 /// ask every few seconds (bevy_peersync's lobby probe), a browser's from a page that may be on
 /// another origin, so any origin may read it and nothing may cache it.
-fn health(shared: &Shared) -> Response {
-    readable_anywhere_uncached((StatusCode::OK, format!("ok {}\n", shared.boot)).into_response())
+///
+/// With `?peer=<id>`, a third word says whether that peer is in a room here (`present` or
+/// `absent`): a player whose lobby connection was closed (idle, rate limits) while its peer
+/// connections stayed up learns that no new player can reach it, and joins again. Peer ids
+/// are random and known only to their room, so this tells a stranger nothing it could use.
+fn health(shared: &Shared, query: &str) -> Response {
+    let asked = parse_query(query).remove("peer");
+    let membership = match asked.as_deref().map(uuid::Uuid::parse_str) {
+        None => "",
+        Some(Err(_)) => {
+            let refusal = (StatusCode::BAD_REQUEST, "peer is not a peer id (a UUID)\n");
+            return readable_anywhere_uncached(refusal.into_response());
+        }
+        Some(Ok(peer)) if shared.inner().rooms.contains(peer) => " present",
+        Some(Ok(_)) => " absent",
+    };
+    let body = format!("ok {}{membership}\n", shared.boot);
+    readable_anywhere_uncached((StatusCode::OK, body).into_response())
 }
 
 /// For answers a page on any origin may read and nothing may keep: `/health`, `/turn`.

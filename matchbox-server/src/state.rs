@@ -268,6 +268,11 @@ impl Rooms {
         rooms.into_values().collect()
     }
 
+    /// Whether `peer` is in a room (or waiting for a match).
+    pub fn contains(&self, peer: PeerId) -> bool {
+        self.members.contains_key(&peer)
+    }
+
     /// Peers in rooms.
     pub fn peer_count(&self) -> usize {
         self.members.len()

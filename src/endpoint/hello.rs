@@ -14,8 +14,67 @@ const SIGNING_CONTEXT: &[u8] = b"bevy_peersync hello";
 /// Bumped whenever the framing or the library's own messages change incompatibly. 2: acks
 /// carry their delay, and unreliable packets may carry the sender's clock. 3: the hello carries
 /// the player identity. 4: mutation messages carry their owner's clock (for interpolation).
-/// 5: tracked messages and their answers (library kinds 5 and 6).
-pub(crate) const WIRE_VERSION: u16 = 5;
+/// 5: tracked messages and their answers (library kinds 5 and 6). 6: a peer may ask for the
+/// hello again (library kind 7).
+pub(crate) const WIRE_VERSION: u16 = 6;
+
+/// Most bytes of messages held from a peer whose hello has not come yet.
+pub(crate) const MAX_EARLY_BYTES: usize = 256 * 1024;
+/// Most times a link says its hello again when asked.
+const MAX_HELLOS_AGAIN: u8 = 3;
+
+/// What a link does about a hello that did not come first.
+///
+/// The hello is the first message on the reliable channel, so it should arrive first. But a
+/// WebRTC stack can lose a new channel's first message (webrtc-rs lost it on its TURN path
+/// until 0.21, browsers when a listener is attached late; seen here once through a NAT, cause
+/// unknown), and a link whose hello is lost would stay unverified, or be refused, for good.
+/// So the messages that come before it are held (bounded) and the peer is asked, once, to say
+/// it again; once it comes they are read, in the order they came.
+#[derive(Debug, Default)]
+pub(crate) struct EarlyMessages {
+    held: Vec<(crate::channel::Channel, u16, Bytes)>,
+    bytes: usize,
+    /// We asked the peer to say its hello again (once per link).
+    pub(crate) asked: bool,
+    /// Times we said ours again when asked.
+    said_again: u8,
+}
+
+impl EarlyMessages {
+    /// Holds a message that came before the hello; false when the bound is reached (the peer
+    /// is refused then). The first one held means the peer should be asked again: returns
+    /// whether to ask now.
+    pub(crate) fn hold(
+        &mut self,
+        channel: crate::channel::Channel,
+        kind: u16,
+        body: Bytes,
+    ) -> Option<bool> {
+        if self.bytes + body.len() > MAX_EARLY_BYTES {
+            return None;
+        }
+        self.bytes += body.len();
+        self.held.push((channel, kind, body));
+        let ask = !self.asked;
+        self.asked = true;
+        Some(ask)
+    }
+
+    /// The messages held, once the hello came.
+    pub(crate) fn take(&mut self) -> Vec<(crate::channel::Channel, u16, Bytes)> {
+        self.bytes = 0;
+        std::mem::take(&mut self.held)
+    }
+
+    /// Whether to say our hello again on the peer's request (a few times per link at most, so
+    /// requests cannot make this side send without end).
+    pub(crate) fn say_again(&mut self) -> bool {
+        let allowed = self.said_again < MAX_HELLOS_AGAIN;
+        self.said_again = self.said_again.saturating_add(1);
+        allowed
+    }
+}
 
 /// What a hello says, once checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

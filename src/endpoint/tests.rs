@@ -73,6 +73,51 @@ fn matching_hellos_connect_both_sides() {
     );
 }
 
+/// A's hello to B is lost (as a WebRTC stack can lose a new channel's first message); B
+/// verified A's side of things never, yet A, having B's hello, sends it messages. B must hold
+/// them, ask for the hello again, then read them in order: nobody refused, nothing lost.
+#[test]
+fn a_lost_hello_is_asked_for_again_and_what_came_before_it_is_read() {
+    let (a_id, b_id) = (PeerId(1), PeerId(2));
+    let mut a = endpoint(7, a_id, 1);
+    let mut b = endpoint(7, b_id, 2);
+    a.handle_link(Duration::ZERO, LinkEvent::Up(b_id));
+    b.handle_link(Duration::ZERO, LinkEvent::Up(a_id));
+    let mut lost = Vec::new();
+    a.flush(Duration::ZERO, &mut |p| lost.push(p));
+    assert_eq!(lost.len(), 1, "the hello went alone");
+    exchange(&mut b, &mut a, b_id, a_id);
+    assert_eq!(
+        a.drain_events().collect::<Vec<_>>(),
+        vec![EndpointEvent::Connected(b_id)]
+    );
+    for body in [&b"first"[..], b"second"] {
+        a.send(
+            b_id,
+            Channel::Reliable,
+            FIRST_APP_KIND,
+            Bytes::copy_from_slice(body),
+            None,
+        )
+        .unwrap();
+    }
+    let before = exchange(&mut a, &mut b, a_id, b_id);
+    assert!(before.is_empty(), "nothing is read before the hello");
+    assert!(
+        b.drain_events().next().is_none(),
+        "a peer whose hello is missing is not refused"
+    );
+    // B asks again; A says its hello again; B reads the held messages after it.
+    exchange(&mut b, &mut a, b_id, a_id);
+    let after = exchange(&mut a, &mut b, a_id, b_id);
+    assert_eq!(
+        b.drain_events().collect::<Vec<_>>(),
+        vec![EndpointEvent::Connected(a_id)]
+    );
+    let bodies: Vec<&[u8]> = after.iter().map(|m| &m.body[..]).collect();
+    assert_eq!(bodies, vec![&b"first"[..], b"second"]);
+}
+
 #[test]
 fn a_protocol_mismatch_is_refused_on_both_sides() {
     let (mut a, mut b, a_id, b_id) = pair(1, 2);
@@ -248,5 +293,43 @@ fn a_stall_with_no_peers_is_no_news() {
         disconnects(&mut a),
         vec![],
         "nobody to lose, no need to rejoin"
+    );
+}
+
+/// This side's network drops: its two peers, last heard 300 ms apart (one had just pinged),
+/// go silent in different frames. That is still "everyone at once": it must say `Isolated`,
+/// once, so that it rejoins.
+#[test]
+fn peers_going_silent_a_few_frames_apart_still_mean_this_side_is_isolated() {
+    let (a_id, b_id, c_id) = (PeerId(1), PeerId(2), PeerId(3));
+    let mut a = endpoint(7, a_id, 1);
+    let mut b = endpoint(7, b_id, 2);
+    let mut c = endpoint(7, c_id, 3);
+    a.handle_link(Duration::ZERO, LinkEvent::Up(b_id));
+    a.handle_link(Duration::ZERO, LinkEvent::Up(c_id));
+    b.handle_link(Duration::ZERO, LinkEvent::Up(a_id));
+    c.handle_link(Duration::ZERO, LinkEvent::Up(a_id));
+    exchange_at(Duration::ZERO, &mut b, &mut a, (b_id, a_id));
+    exchange_at(Duration::ZERO, &mut c, &mut a, (c_id, a_id));
+    let connected: Vec<_> = a.drain_events().collect();
+    assert_eq!(connected.len(), 2, "a verified both: {connected:?}");
+    let timeout = a.config.peer_timeout;
+    let heard_c = Duration::from_millis(300);
+    exchange_at(heard_c, &mut c, &mut a, (c_id, a_id));
+    let mut events = Vec::new();
+    let mut now = heard_c;
+    while now <= timeout * 2 {
+        a.flush(now, &mut |_| {});
+        events.extend(disconnects(&mut a));
+        now += Duration::from_millis(16);
+    }
+    let isolated = events
+        .iter()
+        .filter(|e| **e == EndpointEvent::Isolated)
+        .count();
+    assert_eq!(
+        isolated, 1,
+        "both peers silent within {:?} of each other, nobody left: Isolated once; got {events:?}",
+        heard_c
     );
 }

@@ -122,6 +122,14 @@ impl ConnectedPeers {
         self.continuity.is_suspended(peer)
     }
 
+    /// Whether the player that was `peer` came back this frame under a new id.
+    pub(crate) fn resumed_from(&self, peer: PeerId) -> bool {
+        self.continuity
+            .resumed
+            .iter()
+            .any(|(previous, _)| *previous == peer)
+    }
+
     /// The entity of a connected peer.
     pub fn entity(&self, peer: PeerId) -> Option<Entity> {
         self.peers.get(&peer).map(|connected| connected.entity)

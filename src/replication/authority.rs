@@ -42,19 +42,23 @@ pub(crate) struct PendingClaim {
     /// The sender despawned it while the claim waited: if the claim is accepted, the entity
     /// goes (rather than being kept forever under an owner that no longer has it).
     pub(crate) despawned: bool,
-    /// Values the sender changed while the claim waited, newest per component: applied after
-    /// the spawn's, so an accepted claim shows the claimant's state now, not when it claimed
-    /// (its mutations were acknowledged, so it will not send them again).
+    /// Values the sender changed or removed while the claim waited, newest per component:
+    /// applied after the spawn's, so an accepted claim shows the claimant's state now, not
+    /// when it claimed (its mutations were acknowledged, so it will not send them again).
     pub(crate) later: Vec<LaterValue>,
+    /// The sender handed the entity on while the claim waited: once the claim is taken, the
+    /// entity waits for this peer's claim in turn.
+    pub(crate) handed_to: Option<PeerId>,
 }
 
-/// A value of a claimed entity that arrived in a mutation while the claim waited.
+/// A change to a claimed entity that arrived while the claim waited.
 #[derive(Debug)]
 pub(crate) struct LaterValue {
     pub(crate) component: u16,
-    /// The sender's tick of the mutation it came in.
+    /// The sender's tick of the message it came in.
     pub(crate) tick: u32,
-    pub(crate) bytes: Bytes,
+    /// The new value; `None` when the sender removed the component.
+    pub(crate) bytes: Option<Bytes>,
 }
 
 /// What becomes of a replica whose owner left.
@@ -108,15 +112,23 @@ impl Authority {
         claim.map(|claim| claim.despawned = true).is_some()
     }
 
-    /// A mutation of the entity `sender`'s waiting claim is about (if there is one) is kept
-    /// with the claim. Returns whether such a claim exists.
+    /// The sender handed on what its waiting claim is about. Returns whether such a claim
+    /// exists.
+    pub(crate) fn handed_on(&mut self, sender: PeerId, wire: u32, to: PeerId) -> bool {
+        let claim = self.pending.get_mut(&(sender, wire));
+        claim.map(|claim| claim.handed_to = Some(to)).is_some()
+    }
+
+    /// A value (or, with `None`, the removal) of a component of the entity `sender`'s waiting
+    /// claim is about (if there is one) is kept with the claim. Returns whether such a claim
+    /// exists.
     pub(crate) fn later_value(
         &mut self,
         sender: PeerId,
         wire: u32,
         component: u16,
         tick: u32,
-        bytes: &[u8],
+        bytes: Option<&[u8]>,
     ) -> bool {
         let Some(claim) = self.pending.get_mut(&(sender, wire)) else {
             return false;
@@ -127,11 +139,14 @@ impl Authority {
         let value = LaterValue {
             component,
             tick,
-            bytes: Bytes::copy_from_slice(bytes),
+            bytes: bytes.map(Bytes::copy_from_slice),
         };
         // One per component (the registry bounds how many), so this stays small.
         match claim.later.iter_mut().find(|v| v.component == component) {
-            Some(held) if held.tick < tick => *held = value,
+            // A removal and a value of the same tick: the removal came after, in its update.
+            Some(held) if held.tick < tick || (held.tick == tick && value.bytes.is_none()) => {
+                *held = value
+            }
             Some(_) => {}
             None => claim.later.push(value),
         }

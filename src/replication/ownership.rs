@@ -30,6 +30,9 @@ pub(crate) struct Replica {
     pub(crate) flags: SpawnFlags,
     /// Handed over to this peer, whose spawn is awaited.
     pub(crate) transfer_to: Option<PeerId>,
+    /// Our own number for it, when this peer is the one handing it over: the hand-over can be
+    /// said again to the new owner if it comes back under a new id before claiming it.
+    pub(crate) given_as: Option<u32>,
     /// Its owner left; the host will take it.
     pub(crate) orphaned: bool,
     /// Owner's tick of the newest value applied, per component.
@@ -60,6 +63,14 @@ impl Replica {
         }
         newer
     }
+}
+
+/// A replica on its way to a new owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Transfer {
+    pub(crate) entity: Entity,
+    /// Our number for it, if this peer is the giver.
+    pub(crate) given_as: Option<u32>,
 }
 
 /// The ownership table.
@@ -177,6 +188,7 @@ impl Ownership {
                 wire: Some(wire),
                 flags,
                 transfer_to: None,
+                given_as: None,
                 orphaned: false,
                 ticks: Vec::new(),
             },
@@ -200,13 +212,14 @@ impl Ownership {
         }
     }
 
-    /// We handed `entity` to `to`: a replica of ours until `to` announces it.
+    /// We handed `entity`, our number `given_as`, to `to`: a replica of ours until `to`
+    /// announces it.
     pub(crate) fn await_hand_over(
         &mut self,
         entity: Entity,
         from: PeerId,
         to: PeerId,
-        flags: SpawnFlags,
+        given: &Owned,
     ) {
         self.owned.remove(&entity);
         self.insert_replica(
@@ -214,8 +227,9 @@ impl Ownership {
             Replica {
                 owner: from,
                 wire: None,
-                flags,
+                flags: given.flags,
                 transfer_to: Some(to),
+                given_as: Some(given.wire),
                 orphaned: false,
                 ticks: Vec::new(),
             },
@@ -254,6 +268,7 @@ impl Ownership {
             }
             replica.orphaned = true;
             replica.transfer_to = None;
+            replica.given_as = None;
         }
         self.orphans.insert(entity);
     }
@@ -292,6 +307,35 @@ impl Ownership {
             self.by_owner.entry(new).or_default().extend(numbers);
         }
         moved
+    }
+
+    /// `old` came back as `new`: what was being handed to `old` is being handed to `new` (it
+    /// may have taken it over before it lost its connection, and will claim it under its new
+    /// id). Returns those entities, with this peer's number for each it is the giver of.
+    pub(crate) fn rekey_transfers(&mut self, old: PeerId, new: PeerId) -> Vec<Transfer> {
+        let mut moved = Vec::new();
+        for (entity, replica) in &mut self.replicas {
+            if replica.transfer_to == Some(old) {
+                replica.transfer_to = Some(new);
+                moved.push(Transfer {
+                    entity: *entity,
+                    given_as: replica.given_as,
+                });
+            }
+        }
+        moved
+    }
+
+    /// Hand-overs from this peer to `to` that `to` has not claimed yet, by our number.
+    pub(crate) fn given_to(&self, to: PeerId) -> Vec<u32> {
+        let mut wires: Vec<u32> = self
+            .replicas
+            .values()
+            .filter(|replica| replica.transfer_to == Some(to))
+            .filter_map(|replica| replica.given_as)
+            .collect();
+        wires.sort_unstable();
+        wires
     }
 
     /// Forgets what `owner` numbered: it is gone.
@@ -341,6 +385,43 @@ mod tests {
         assert_eq!(table.replicas_of(&[b]).len(), 1, "it waits for b now");
         table.add_replica(entity(1), b, 1, SpawnFlags::default());
         assert_eq!(table.entity_of(b, 1), Some(entity(1)));
+    }
+
+    #[test]
+    fn a_hand_over_follows_its_new_owner_to_its_new_id() {
+        let mut table = Ownership::default();
+        let (giver, old, new, other) = (PeerId(1), PeerId(2), PeerId(3), PeerId(4));
+        let given = table.announce(entity(1), 9, SpawnFlags::default(), 1);
+        table.await_hand_over(entity(1), giver, old, &given);
+        table.add_replica(entity(2), other, 5, SpawnFlags::default());
+        table.handed_over(other, 5, old);
+        assert_eq!(table.given_to(old), vec![given.wire]);
+        let mut moved = table.rekey_transfers(old, new);
+        moved.sort_by_key(|transfer| transfer.given_as.is_none());
+        assert_eq!(
+            moved,
+            vec![
+                Transfer {
+                    entity: entity(1),
+                    given_as: Some(given.wire)
+                },
+                Transfer {
+                    entity: entity(2),
+                    given_as: None
+                },
+            ]
+        );
+        assert!(table.given_to(old).is_empty());
+        assert_eq!(
+            table.given_to(new),
+            vec![given.wire],
+            "said again to the new id"
+        );
+        assert_eq!(
+            table.replicas_of(&[new]).len(),
+            2,
+            "both now wait for the new id"
+        );
     }
 
     #[test]

@@ -112,7 +112,9 @@ impl Apply<'_> {
     fn departures(&mut self) {
         let gone = self.authority.departures(self.peers);
         for peer in &gone {
-            let may_resume = self.peers.is_suspended(*peer);
+            // A player that came back in the same frame as its old id went (this peer had not
+            // dropped the old id yet) resumes too.
+            let may_resume = self.peers.is_suspended(*peer) || self.peers.resumed_from(*peer);
             for (entity, fate) in authority::fates(self.ownership, &[*peer], self.peers.host()) {
                 match fate {
                     Fate::Orphan => self.ownership.orphan(entity),
@@ -172,6 +174,7 @@ impl Apply<'_> {
                     spawn,
                     despawned: false,
                     later: Vec::new(),
+                    handed_to: None,
                 }),
                 UpdateOp::Insert { wire, components } => {
                     if let Some(entity) = self.ownership.entity_of(sender, wire) {
@@ -186,7 +189,7 @@ impl Apply<'_> {
                                 wire,
                                 value.component,
                                 tick,
-                                &value.bytes,
+                                Some(&value.bytes),
                             );
                         }
                     }
@@ -197,6 +200,11 @@ impl Apply<'_> {
                             if let Some(registration) = self.registry.get(component) {
                                 registration.erased.remove(self.world, entity);
                             }
+                        }
+                    } else {
+                        for component in components {
+                            self.authority
+                                .later_value(sender, wire, component, tick, None);
                         }
                     }
                 }
@@ -214,10 +222,10 @@ impl Apply<'_> {
                         self.reject(sender, InputError::Unauthorized(reason));
                         continue;
                     }
-                    if let Some(entity) = self.ownership.handed_over(sender, wire, to)
-                        && Some(to) == self.peers.local_id()
-                    {
-                        self.take_over(entity);
+                    if self.ownership.entity_of(sender, wire).is_none() {
+                        self.authority.handed_on(sender, wire, to);
+                    } else {
+                        self.hand_over(sender, wire, to);
                     }
                 }
             }
@@ -236,6 +244,15 @@ impl Apply<'_> {
         });
         for message in ready {
             self.apply_mutation(sender, &message);
+        }
+    }
+
+    /// `sender` hands its entity `wire` to `to`; if that is us, we take it.
+    fn hand_over(&mut self, sender: PeerId, wire: u32, to: PeerId) {
+        if let Some(entity) = self.ownership.handed_over(sender, wire, to)
+            && Some(to) == self.peers.local_id()
+        {
+            self.take_over(entity);
         }
     }
 
@@ -291,7 +308,17 @@ impl Apply<'_> {
             self.write(sender, entity, value.component, tick, &value.bytes);
         }
         for value in std::mem::take(&mut claim.later) {
-            self.write(sender, entity, value.component, value.tick, &value.bytes);
+            match &value.bytes {
+                Some(bytes) => self.write(sender, entity, value.component, value.tick, bytes),
+                None => {
+                    if let Some(registration) = self.registry.get(value.component) {
+                        registration.erased.remove(self.world, entity);
+                    }
+                }
+            }
+        }
+        if let Some(to) = claim.handed_to {
+            self.hand_over(sender, claim.spawn.wire, to);
         }
     }
 
@@ -450,7 +477,7 @@ impl Apply<'_> {
                                 wire,
                                 group.component,
                                 header.tick,
-                                value,
+                                Some(value),
                             );
                         }
                         skipped

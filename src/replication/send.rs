@@ -309,7 +309,7 @@ impl Tick<'_> {
                 target.insert(Owner::Peer(to));
             }
             self.ownership
-                .await_hand_over(entity, self.local, to, owned.flags);
+                .await_hand_over(entity, self.local, to, &owned);
             self.handed_now.push(HandedOver { entity, owned, to });
         }
     }
@@ -465,7 +465,9 @@ impl Tick<'_> {
                 continue;
             }
             *stream = PeerStream::snapshot_sent(self.tick);
-            for message in &messages {
+            let given = given_again(self.ownership, &self.handed_now, *peer);
+            let given = encode_updates(self.tick, given.iter(), max_size);
+            for message in messages.iter().chain(&given) {
                 let _ = self.endpoint.send(
                     *peer,
                     Channel::Reliable,
@@ -514,6 +516,19 @@ impl Tick<'_> {
             }
         }
     }
+}
+
+/// Hand-overs to `peer` it has not claimed, said again now that it connected: it is a player
+/// that came back under a new id (the hand-overs were moved to it) and may never have heard
+/// them. Only to it: another peer could not tell this from a hand-over to a stranger. A player
+/// that did take them over before it dropped ignores them, as it no longer knows our numbers.
+fn given_again(ownership: &Ownership, handed_now: &[HandedOver], peer: PeerId) -> Vec<UpdateOp> {
+    ownership
+        .given_to(peer)
+        .into_iter()
+        .filter(|wire| !handed_now.iter().any(|handed| handed.owned.wire == *wire))
+        .map(|wire| UpdateOp::HandOver { wire, to: peer })
+        .collect()
 }
 
 /// Maps local entities to the `Entity` form of their net id, for mapped components.

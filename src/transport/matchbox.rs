@@ -64,8 +64,11 @@ pub struct MatchboxConfig {
     /// connected stay up, but matchbox_socket has lost its signaling connection for good, so no
     /// new player could reach this one: once the lobby answers again after an outage, the
     /// socket rejoins the room (every peer does the same; players resume as themselves, see
-    /// [`PeerResumed`](crate::PeerResumed)). `None` turns this off. Default 2 s: one small HTTP
-    /// request per player every two seconds for the lobby.
+    /// [`PeerResumed`](crate::PeerResumed)). The probe also asks whether the lobby still has
+    /// this socket in its room (`/health?peer=<id>`): a lobby that closed the socket's
+    /// connection while it lived (idle, too many messages) has forgotten it, and after two such
+    /// answers in a row the socket rejoins too. `None` turns this off. Default 2 s: one small
+    /// HTTP request per player every two seconds for the lobby.
     pub lobby_probe: Option<Duration>,
 }
 
@@ -167,6 +170,27 @@ impl MatchboxTransport {
         }
     }
 
+    /// The lobby says it no longer has this socket in the room (it closed the socket's lobby
+    /// connection: idle, rate limits, a restart the probe did not see) while its peer
+    /// connections stay up, as matchbox keeps them: no new player can reach it, so it rejoins.
+    fn rejoin_if_forgotten(&mut self) {
+        let (Some(probe), SocketState::Connected(id)) = (&self.probe, &self.state) else {
+            return;
+        };
+        let id = id.as_uuid().to_string();
+        if probe
+            .take_forgotten()
+            .is_some_and(|forgotten| forgotten == id)
+        {
+            tracing::warn!(
+                "the lobby no longer has this player in the room (it closed our connection to \
+                 it): rejoining, so that new players can reach this one (the players already \
+                 here resume as themselves)"
+            );
+            self.rejoin();
+        }
+    }
+
     /// The lobby came back after an outage since this socket joined: its signaling died with
     /// the old lobby, so it rejoins to be reachable by new players again.
     fn rejoin_if_lobby_returned(&mut self) {
@@ -257,6 +281,9 @@ impl MatchboxTransport {
     fn reopen(&mut self) {
         *self.phase.get_mut().unwrap_or_else(|e| e.into_inner()) = Phase::Idle;
         self.state = SocketState::Connecting;
+        if let Some(probe) = &self.probe {
+            probe.ask_about(None);
+        }
         self.gone.clear();
         self.early.clear();
         self.abandoned = 0;
@@ -279,6 +306,7 @@ impl MatchboxTransport {
 impl Transport for MatchboxTransport {
     fn receive(&mut self, now: Duration, io: &mut TransportIo) {
         self.rejoin_if_lobby_returned();
+        self.rejoin_if_forgotten();
         io.links
             .extend(self.left_behind.drain(..).map(LinkEvent::Down));
         self.rejoin_if_due(now);
@@ -345,6 +373,9 @@ impl Transport for MatchboxTransport {
         {
             self.state = SocketState::Connected(PeerId::from(id.0));
             self.connected_since = Some(now);
+            if let Some(probe) = &self.probe {
+                probe.ask_about(Some(id.0.to_string()));
+            }
         }
         if self
             .connected_since
@@ -486,6 +517,9 @@ impl Transport for MatchboxTransport {
         *self.phase.get_mut().unwrap_or_else(|e| e.into_inner()) = Phase::Idle;
         self.state = SocketState::Connecting;
         self.connected_since = None;
+        if let Some(probe) = &self.probe {
+            probe.ask_about(None);
+        }
         self.left_behind.append(&mut self.peers);
         self.gone.clear();
         self.early.clear();

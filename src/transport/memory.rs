@@ -105,6 +105,15 @@ struct Scheduled {
 struct Member {
     inbox: BinaryHeap<Reverse<Scheduled>>,
     links: Vec<LinkEvent>,
+    /// Departures this member learns of later, with when.
+    late_departures: Vec<LateDeparture>,
+}
+
+/// A peer that left, reported to one member only once the clock reaches `at`.
+#[derive(Debug, Clone, Copy)]
+struct LateDeparture {
+    at: Duration,
+    peer: PeerId,
 }
 
 #[derive(Debug)]
@@ -126,6 +135,10 @@ struct Hub {
     cut: HashSet<(PeerId, PeerId)>,
     /// Pairs of peers whose packets vanish without either side being told (lower id first).
     silenced: HashSet<(PeerId, PeerId)>,
+    /// How long after a peer leaves each observer is told.
+    departure_delays: HashMap<PeerId, Duration>,
+    /// Directed links whose next reliable packet vanishes.
+    lose_next: HashSet<(PeerId, PeerId)>,
     order: u64,
 }
 
@@ -150,6 +163,9 @@ impl Hub {
             return;
         }
         let link = (from, packet.peer);
+        if packet.channel == Channel::Reliable && self.lose_next.remove(&link) {
+            return;
+        }
         let conditioner = self
             .overrides
             .get(&link)
@@ -199,9 +215,17 @@ impl Hub {
         if self.members.remove(&id).is_none() {
             return;
         }
-        for member in self.members.values_mut() {
-            member.links.push(LinkEvent::Down(id));
+        let now = self.now();
+        for (observer, member) in self.members.iter_mut() {
+            match self.departure_delays.get(observer) {
+                Some(delay) => member.late_departures.push(LateDeparture {
+                    at: now + *delay,
+                    peer: id,
+                }),
+                None => member.links.push(LinkEvent::Down(id)),
+            }
         }
+        self.departure_delays.remove(&id);
         self.reliable_tail.retain(|(a, b), _| *a != id && *b != id);
         self.cut.retain(|(a, b)| *a != id && *b != id);
         self.silenced.retain(|(a, b)| *a != id && *b != id);
@@ -230,6 +254,8 @@ impl MemoryNetwork {
                 reliable_tail: HashMap::new(),
                 cut: HashSet::new(),
                 silenced: HashSet::new(),
+                departure_delays: HashMap::new(),
+                lose_next: HashSet::new(),
                 order: 0,
             })),
         }
@@ -303,6 +329,20 @@ impl MemoryNetwork {
         self.hub().silenced.remove(&pair(a, b));
     }
 
+    /// `observer` learns that a peer left only `by` after it did; meanwhile the gone peer's
+    /// link looks up and silent. A WebRTC stack does this when a peer vanishes without closing
+    /// its connection (ICE gives up after seconds), and two observers may learn of one
+    /// departure seconds apart.
+    pub fn delay_departures(&self, observer: PeerId, by: Duration) {
+        self.hub().departure_delays.insert(observer, by);
+    }
+
+    /// The next packet `from` sends `to` on the reliable channel vanishes, as a WebRTC stack
+    /// can lose a new channel's first message.
+    pub fn lose_next_reliable(&self, from: PeerId, to: PeerId) {
+        self.hub().lose_next.insert((from, to));
+    }
+
     /// Moves the clock forward. Packets are delivered once the clock has reached their time.
     pub fn advance(&self, by: Duration) {
         if let Clock::Manual(now) = &mut self.hub().clock {
@@ -364,6 +404,13 @@ impl Transport for MemoryTransport {
             return;
         };
         io.links.append(&mut member.links);
+        member.late_departures.retain(|late| {
+            let due = late.at <= now;
+            if due {
+                io.links.push(LinkEvent::Down(late.peer));
+            }
+            !due
+        });
         while member
             .inbox
             .peek()
@@ -429,116 +476,4 @@ impl Drop for MemoryTransport {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-
-    fn packet(to: PeerId, channel: Channel, byte: u8) -> Packet {
-        Packet {
-            peer: to,
-            channel,
-            bytes: Bytes::from(vec![byte]),
-        }
-    }
-
-    fn received(transport: &mut MemoryTransport) -> TransportIo {
-        let mut io = TransportIo::default();
-        transport.receive(Duration::ZERO, &mut io);
-        io
-    }
-
-    #[test]
-    fn joining_and_leaving_are_seen_by_everyone() {
-        let net = MemoryNetwork::new(1);
-        let mut a = net.join();
-        let mut b = net.join();
-        assert_eq!(received(&mut a).links, vec![LinkEvent::Up(b.id())]);
-        assert_eq!(received(&mut b).links, vec![LinkEvent::Up(a.id())]);
-        b.close();
-        assert_eq!(received(&mut a).links, vec![LinkEvent::Down(b.id())]);
-        assert_eq!(b.state(), SocketState::Closed);
-    }
-
-    #[test]
-    fn latency_holds_packets_until_the_clock_reaches_them() {
-        let net = MemoryNetwork::new(2);
-        net.set_conditioner(LinkConditioner {
-            latency: Duration::from_millis(50),
-            ..LinkConditioner::PERFECT
-        });
-        let mut a = net.join();
-        let mut b = net.join();
-        let mut io = TransportIo::default();
-        io.outgoing.push(packet(b.id(), Channel::Unreliable, 1));
-        a.send(&mut io);
-        net.advance(Duration::from_millis(49));
-        assert!(received(&mut b).incoming.is_empty());
-        net.advance(Duration::from_millis(1));
-        assert_eq!(received(&mut b).incoming.len(), 1);
-    }
-
-    #[test]
-    fn reliable_packets_keep_their_order_through_jitter_and_loss() {
-        let net = MemoryNetwork::new(3);
-        net.set_conditioner(LinkConditioner {
-            loss: 0.3,
-            latency: Duration::from_millis(40),
-            jitter: Duration::from_millis(30),
-            duplicate: 0.3,
-            reorder: 0.3,
-        });
-        let mut a = net.join();
-        let mut b = net.join();
-        let mut io = TransportIo::default();
-        for i in 0..200 {
-            io.outgoing.push(packet(b.id(), Channel::Reliable, i));
-        }
-        a.send(&mut io);
-        net.advance(Duration::from_secs(5));
-        let bytes: Vec<u8> = received(&mut b)
-            .incoming
-            .iter()
-            .map(|p| p.bytes[0])
-            .collect();
-        assert_eq!(bytes, (0..200).collect::<Vec<u8>>());
-    }
-
-    #[test]
-    fn unreliable_faults_follow_the_seed() {
-        let run = |seed| {
-            let net = MemoryNetwork::new(seed);
-            net.set_conditioner(LinkConditioner {
-                loss: 0.2,
-                latency: Duration::from_millis(40),
-                jitter: Duration::from_millis(30),
-                duplicate: 0.1,
-                reorder: 0.1,
-            });
-            let mut a = net.join();
-            let mut b = net.join();
-            let mut io = TransportIo::default();
-            for i in 0..200 {
-                io.outgoing.push(packet(b.id(), Channel::Unreliable, i));
-            }
-            a.send(&mut io);
-            net.advance(Duration::from_secs(5));
-            received(&mut b)
-                .incoming
-                .iter()
-                .map(|p| p.bytes[0])
-                .collect::<Vec<u8>>()
-        };
-        let first = run(7);
-        assert_eq!(first, run(7), "same seed, same faults");
-        assert_ne!(first, run(8));
-        assert!(
-            first.len() > 140 && first.len() < 200,
-            "about 20 % lost, 10 % doubled: {}",
-            first.len()
-        );
-        assert!(
-            first.windows(2).any(|w| w[0] > w[1]),
-            "some packets overtake others"
-        );
-    }
-}
+mod tests;

@@ -182,7 +182,7 @@ fn a_new_hosts_claim_waits_for_a_slower_peer_and_brings_the_values_changed_meanw
     });
     sim.apps[0]
         .world_mut()
-        .spawn((Replicated, HostOwned, Health(100)));
+        .spawn((Replicated, HostOwned, Health(100), Tag("founding".into())));
     // One after the other, so the quick peer ranks right after the host, whatever the ids.
     let quick = sim.join();
     sim.run_until(Duration::from_secs(3), "the quick peer settles", |sim| {
@@ -229,7 +229,12 @@ fn a_new_hosts_claim_waits_for_a_slower_peer_and_brings_the_values_changed_meanw
         .get_mut::<Health>(world)
         .unwrap()
         .0 = 7;
-    sim.run_for(Duration::from_millis(500));
+    sim.run_for(Duration::from_millis(100));
+    sim.apps[quick]
+        .world_mut()
+        .entity_mut(world)
+        .remove::<Tag>();
+    sim.run_for(Duration::from_millis(400));
     let slow_view = world_values(&mut sim.apps[slow]);
     assert!(
         matches!(slow_view[..], [(_, Owner::Peer(owner), 100)] if owner != new_host),
@@ -245,6 +250,15 @@ fn a_new_hosts_claim_waits_for_a_slower_peer_and_brings_the_values_changed_meanw
             world_values(&mut sim.apps[slow])[..]
                 == [(world_net_id(sim, quick), Owner::Peer(new_host), 7)]
         },
+    );
+    let tagged = sim.apps[slow]
+        .world_mut()
+        .query_filtered::<&Tag, With<HostOwned>>()
+        .iter(sim.apps[slow].world())
+        .count();
+    assert_eq!(
+        tagged, 0,
+        "the component the new host removed while its claim waited is gone on the slow peer too"
     );
     let blamed = &sim.apps[slow].world().resource::<Blamed>().0;
     assert!(
@@ -321,4 +335,86 @@ fn a_host_whose_network_drops_rejoins_as_itself_and_the_session_keeps_one_world(
         },
     );
     eprintln!("a host cut off from everyone was back, with one world, after {took:?}");
+}
+
+/// The host's process dies without a goodbye; one survivor's WebRTC stack reports it at once,
+/// the other's only 6 s later (and that one's peer timeout is longer still). The survivors
+/// must converge on one host and one world, with the new host's latest value and nobody
+/// blamed, once the late one has noticed.
+#[test]
+fn a_host_departure_seen_six_seconds_apart_converges_on_one_host_and_one_world() {
+    let mut sim = Sim::new(29, LinkConditioner::PERFECT, 1, noting_blame);
+    sim.run_until(Duration::from_secs(3), "the first peer founds", |sim| {
+        sim.apps[0].world().resource::<ConnectedPeers>().is_host()
+    });
+    sim.apps[0]
+        .world_mut()
+        .spawn((Replicated, HostOwned, Health(100)));
+    let quick = sim.join();
+    sim.run_until(Duration::from_secs(3), "the quick peer settles", |sim| {
+        sim.apps[quick]
+            .world()
+            .resource::<ConnectedPeers>()
+            .is_settled()
+    });
+    let late = sim.join_with_session(SessionConfig {
+        peer_timeout: Duration::from_secs(10),
+        ..SessionConfig::default()
+    });
+    sim.connect_all();
+    sim.run_until(Duration::from_secs(2), "everyone holds the world", |sim| {
+        sim.apps.iter_mut().all(|app| world_values(app).len() == 1)
+    });
+    let late_id = local_id(&sim.apps[late]);
+    sim.net.delay_departures(late_id, Duration::from_secs(6));
+    let new_host = local_id(&sim.apps[quick]);
+
+    // The host's socket goes away without a goodbye, and the host never runs again.
+    drop(sim.apps[0].world_mut().remove_resource::<PeerSocket>());
+    sim.frozen = vec![0];
+    sim.run_until(
+        Duration::from_secs(1),
+        "the quick survivor learns of the departure at once and owns the world",
+        |sim| {
+            matches!(
+                world_values(&mut sim.apps[quick])[..],
+                [(_, Owner::Local, _)]
+            )
+        },
+    );
+    let world = sim.apps[quick]
+        .world_mut()
+        .query_filtered::<Entity, With<HostOwned>>()
+        .single(sim.apps[quick].world())
+        .unwrap();
+    sim.apps[quick]
+        .world_mut()
+        .get_mut::<Health>(world)
+        .unwrap()
+        .0 = 5;
+    sim.run_for(Duration::from_secs(4));
+    assert_ne!(
+        sim.apps[late].world().resource::<ConnectedPeers>().host(),
+        Some(new_host),
+        "4 s in, the late survivor has not heard of the departure yet"
+    );
+    let took = sim.run_until(
+        Duration::from_secs(4),
+        "once the late survivor hears of the departure, both agree on the new host and hold \
+         one world entity it owns, with its latest value",
+        |sim| {
+            let survivors = [quick, late];
+            let net_id = world_values(&mut sim.apps[quick])[0].0;
+            survivors
+                .iter()
+                .all(|i| sim.apps[*i].world().resource::<ConnectedPeers>().host() == Some(new_host))
+                && world_values(&mut sim.apps[late])[..] == [(net_id, Owner::Peer(new_host), 5)]
+        },
+    );
+    println!("converged {took:?} after the 4 s mark");
+    let blamed = &sim.apps[late].world().resource::<Blamed>().0;
+    assert!(
+        blamed.is_empty(),
+        "nobody was dishonest, yet the late survivor reported {blamed:?}"
+    );
 }

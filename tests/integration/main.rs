@@ -22,6 +22,7 @@ mod late_join;
 mod leave;
 mod liveness;
 mod lobby_keeper;
+mod lost_hello;
 mod lost_lobby;
 mod mapped_messages;
 mod mesh_scale;

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
-use bevy_peersync::LinkConditioner;
 use bevy_peersync::prelude::*;
 use bevy_peersync::replication::Suspended;
+use bevy_peersync::{LinkConditioner, MemoryNetwork, SessionConfig};
 
 use crate::support::sim::*;
 
@@ -16,13 +16,22 @@ use crate::support::sim::*;
 #[derive(Resource, Default)]
 struct Resumes(Vec<(PeerId, PeerId)>);
 
+/// What an app reported as hostile input, as text.
+#[derive(Resource, Default)]
+struct Rejections(Vec<String>);
+
 fn setup(app: &mut App) {
     replicate_basics(app);
-    app.init_resource::<Resumes>().add_observer(
-        |resumed: On<PeerResumed>, mut seen: ResMut<Resumes>| {
+    app.init_resource::<Resumes>()
+        .init_resource::<Rejections>()
+        .add_observer(|resumed: On<PeerResumed>, mut seen: ResMut<Resumes>| {
             seen.0.push((resumed.previous, resumed.peer));
-        },
-    );
+        })
+        .add_observer(
+            |rejected: On<PeerInputRejected>, mut seen: ResMut<Rejections>| {
+                seen.0.push(format!("{:?}", *rejected));
+            },
+        );
 }
 
 /// What `app` holds of the entity with `health`: (net id, owner, suspended), one per copy.
@@ -202,5 +211,195 @@ fn a_player_that_does_not_come_back_is_gone_after_the_grace() {
     assert!(
         took >= Duration::from_secs(8),
         "not before the grace: gone after {took:?} more"
+    );
+}
+
+/// Cuts an app off from the others (both ways, links up: only the silence tells) as soon as it
+/// has taken over the entity with `Health(7)`: in the frame it did, before its claim goes out.
+#[derive(Resource)]
+struct DropNetworkOnTakeOver {
+    net: MemoryNetwork,
+    me: PeerId,
+    others: Vec<PeerId>,
+}
+
+fn drop_network_on_take_over(
+    cut: Option<Res<DropNetworkOnTakeOver>>,
+    taken: Query<(&Owner, &Health)>,
+    mut commands: Commands,
+) {
+    let Some(cut) = cut else { return };
+    if taken
+        .iter()
+        .any(|(owner, health)| owner.is_local() && health.0 == 7)
+    {
+        for other in &cut.others {
+            cut.net.silence(cut.me, *other);
+        }
+        commands.remove_resource::<DropNetworkOnTakeOver>();
+    }
+}
+
+/// An entity is handed to a player whose network then drops (before it heard the hand-over, or
+/// after it took the entity over but before its claim left); the player notices it is cut off,
+/// rejoins under a new id and resumes: it must end up owning the entity, once, everywhere, with
+/// nobody accused of anything. Before the fix the hand-over stayed addressed to the old id for
+/// good: the entity was frozen, `Suspended`, on every peer.
+fn hand_over_to_a_player_whose_network_drops(took_it_over_first: bool) {
+    let (mut sim, giver, entity) = room();
+    let net_id = sim.apps[giver].world().get::<NetId>(entity).unwrap().0;
+    let host = sim.agreed_host().unwrap();
+    let receiver = (0..3)
+        .find(|i| *i != giver && local_id(&sim.apps[*i]) != host)
+        .unwrap();
+    let old_id = local_id(&sim.apps[receiver]);
+    let others: Vec<PeerId> = (0..3)
+        .filter(|i| *i != receiver)
+        .map(|i| local_id(&sim.apps[i]))
+        .collect();
+    if took_it_over_first {
+        sim.apps[receiver]
+            .insert_resource(DropNetworkOnTakeOver {
+                net: sim.net.clone(),
+                me: old_id,
+                others,
+            })
+            .add_systems(Update, drop_network_on_take_over);
+    } else {
+        for other in others {
+            sim.net.silence(old_id, other);
+        }
+    }
+    sim.apps[giver]
+        .world_mut()
+        .commands()
+        .entity(entity)
+        .transfer_ownership(old_id);
+    let took = sim.run_until(
+        Duration::from_secs(8),
+        "the receiver is back under a new id and owns the entity everywhere, once, unsuspended",
+        |sim| {
+            let Some(new_id) = sim.apps[receiver]
+                .world()
+                .resource::<ConnectedPeers>()
+                .local_id()
+                .filter(|id| *id != old_id)
+            else {
+                return false;
+            };
+            (0..3).all(|i| {
+                let owner = if i == receiver {
+                    Owner::Local
+                } else {
+                    Owner::Peer(new_id)
+                };
+                copies(&mut sim.apps[i], 7) == vec![(net_id, owner, false)]
+            })
+        },
+    );
+    println!("the receiver owned the entity everywhere {took:?} after the hand-over");
+    for (i, app) in sim.apps.iter().enumerate() {
+        let rejections = &app.world().resource::<Rejections>().0;
+        assert!(
+            rejections.is_empty(),
+            "peer {i} accused nobody (every step was honest), but reported {rejections:?}"
+        );
+    }
+    let held = sim.apps[receiver]
+        .world_mut()
+        .query::<(Entity, &Health)>()
+        .iter(sim.apps[receiver].world())
+        .find(|(_, health)| health.0 == 7)
+        .map(|(entity, _)| entity)
+        .unwrap();
+    sim.apps[receiver]
+        .world_mut()
+        .get_mut::<Health>(held)
+        .unwrap()
+        .0 = 8;
+    sim.run_until(
+        Duration::from_secs(1),
+        "the new owner's change reaches everyone",
+        |sim| (0..3).all(|i| copies(&mut sim.apps[i], 8).len() == 1),
+    );
+}
+
+#[test]
+fn an_entity_handed_to_a_player_that_dropped_before_hearing_it_reaches_it_when_it_is_back() {
+    hand_over_to_a_player_whose_network_drops(false);
+}
+
+#[test]
+fn an_entity_taken_over_by_a_player_that_dropped_before_claiming_it_is_its_when_it_is_back() {
+    hand_over_to_a_player_whose_network_drops(true);
+}
+
+/// A stopped player whose first frame back comes before the others dropped it (their peer
+/// timeout is longer than the stop): it rejoins, and the others learn of the new id in the same
+/// frame as they drop the old one. Its entity must be kept (same entity, so references to it
+/// hold), not despawned and spawned again.
+#[test]
+fn a_player_back_before_the_others_dropped_it_keeps_the_same_entities() {
+    let mut sim = Sim::new(23, LinkConditioner::PERFECT, 0, setup);
+    let patient = SessionConfig {
+        peer_timeout: Duration::from_secs(20),
+        ..SessionConfig::default()
+    };
+    for _ in 0..2 {
+        sim.join_with_session(patient.clone());
+    }
+    let player = sim.join();
+    sim.connect_all();
+    for patient_peer in 0..2 {
+        // Their WebRTC stacks do not notice the stopped player's socket closing either.
+        let observer = local_id(&sim.apps[patient_peer]);
+        sim.net.delay_departures(observer, Duration::from_secs(20));
+    }
+    let entity = sim.apps[player]
+        .world_mut()
+        .spawn((Replicated, Health(7)))
+        .id();
+    sim.run_until(Duration::from_secs(1), "everyone holds the entity", |sim| {
+        (0..3).all(|i| copies(&mut sim.apps[i], 7).len() == 1)
+    });
+    let net_id = sim.apps[player].world().get::<NetId>(entity).unwrap().0;
+    let old_id = local_id(&sim.apps[player]);
+    let find = |app: &mut App| {
+        let world = app.world_mut();
+        let mut query = world.query::<(Entity, &NetId)>();
+        query
+            .iter(world)
+            .find(|(_, id)| id.0 == net_id)
+            .map(|(entity, _)| entity)
+    };
+    let before: Vec<Option<Entity>> = (0..2).map(|i| find(&mut sim.apps[i])).collect();
+
+    // Stopped 4 s: past its own timeout (2 s), so it rejoins; within the others' (20 s).
+    sim.frozen = vec![player];
+    sim.run_for(Duration::from_secs(4));
+    sim.frozen.clear();
+    sim.apps[player].insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_secs(4)));
+    sim.apps[player].update();
+    sim.apps[player].insert_resource(TimeUpdateStrategy::ManualDuration(DT));
+    sim.run_until(
+        Duration::from_secs(3),
+        "the player is back under a new id and owns its entity everywhere",
+        |sim| {
+            let new_id = sim.apps[player]
+                .world()
+                .resource::<ConnectedPeers>()
+                .local_id();
+            new_id.is_some_and(|new_id| {
+                new_id != old_id
+                    && (0..2).all(|i| {
+                        copies(&mut sim.apps[i], 7) == vec![(net_id, Owner::Peer(new_id), false)]
+                    })
+            })
+        },
+    );
+    let after: Vec<Option<Entity>> = (0..2).map(|i| find(&mut sim.apps[i])).collect();
+    assert_eq!(
+        after, before,
+        "the others kept the very same entity (references to it hold), not a respawned copy"
     );
 }

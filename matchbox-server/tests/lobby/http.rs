@@ -29,6 +29,32 @@ async fn health_rooms_and_metrics() {
         "another start of the lobby says another boot id"
     );
 
+    let (a, a_id) = join(&lobby, "/eu-1").await;
+    let membership = |body: String| body.rsplit(' ').next().unwrap_or("").trim().to_owned();
+    assert_eq!(
+        membership(get(&lobby, &format!("/health?peer={a_id}")).await.1),
+        "present",
+        "a player asking about its own id while in a room should hear it is there"
+    );
+    let (status, body) = get(&lobby, "/health?peer=not-a-uuid").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "peer is not a peer id (a UUID)\n"),
+        "a malformed peer id gets a clear refusal"
+    );
+    drop(a);
+    let absent = async {
+        loop {
+            let body = get(&lobby, &format!("/health?peer={a_id}")).await.1;
+            if membership(body) == "absent" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), absent)
+        .await
+        .expect("once its lobby connection is gone, the lobby should say the peer is absent");
     let (_a, _) = join(&lobby, "/eu-1").await;
     let (_b, _) = join(&lobby, "/eu-1").await;
     let (_c, _) = join(&lobby, "/us-1").await;
@@ -55,8 +81,8 @@ async fn health_rooms_and_metrics() {
     assert_eq!(status, 200);
     assert!(metrics.contains("peersync_lobby_peers 4"), "{metrics}");
     assert!(
-        metrics.contains("peersync_lobby_websockets_total 4"),
-        "{metrics}"
+        metrics.contains("peersync_lobby_websockets_total 5"),
+        "five joins, the first of them gone: {metrics}"
     );
     assert!(
         metrics.contains("# TYPE peersync_lobby_closes_total counter"),

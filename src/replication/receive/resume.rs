@@ -28,6 +28,16 @@ impl Apply<'_> {
                     target.insert(Owner::Peer(peer));
                 }
             }
+            // Entities on their way to the player when it dropped: it claims them under its new
+            // id (it took them over before) or is told again by their giver (it had not).
+            for transfer in self.ownership.rekey_transfers(previous, peer) {
+                if let Ok(mut target) = self.world.get_entity_mut(transfer.entity) {
+                    target.remove::<Suspended>();
+                    if transfer.given_as.is_some() {
+                        target.insert(Owner::Peer(peer));
+                    }
+                }
+            }
             if previous != peer {
                 self.streams.remove(&previous);
             }
