@@ -156,7 +156,10 @@ impl Seen {
     }
 
     fn mean_updates(&self, ids: &[u64]) -> f64 {
-        ids.iter().map(|id| f64::from(self.updates[id])).sum::<f64>() / ids.len() as f64
+        ids.iter()
+            .map(|id| f64::from(self.updates[id]))
+            .sum::<f64>()
+            / ids.len() as f64
     }
 }
 
@@ -169,8 +172,9 @@ fn watch(sim: &mut Sim, frames: u32) -> Seen {
         let owner_frame = sim.apps[0].world().resource::<Script>().frame;
         let now = replica_frames(&mut sim.apps[1]);
         for (id, frame) in &now {
+            let updates = seen.updates.entry(*id).or_default();
             if last.get(id) != Some(frame) {
-                *seen.updates.entry(*id).or_default() += 1;
+                *updates += 1;
             }
             let age = owner_frame - frame;
             let oldest = seen.oldest.entry(*id).or_default();
