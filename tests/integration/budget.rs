@@ -54,10 +54,19 @@ struct Script {
 struct Ping(u32);
 
 fn setup(app: &mut App) {
+    setup_with(app, Some(BUDGET));
+}
+
+/// The baseline: the same apps with no budget.
+fn setup_unlimited(app: &mut App) {
+    setup_with(app, None);
+}
+
+fn setup_with(app: &mut App, bandwidth_budget: Option<u32>) {
     replicate_basics(app);
     app.replicate::<Stamp>()
         .insert_resource(ReplicationConfig {
-            bandwidth_budget: Some(BUDGET),
+            bandwidth_budget,
             ..Default::default()
         })
         .init_resource::<Script>()
@@ -87,10 +96,10 @@ fn round_ticks() -> u32 {
     (f64::from(ENTITIES) * ENTRY_BYTES / (per_tick - 20.0)).ceil() as u32
 }
 
-/// Two peers on a 50 ms link; the first owns `ENTITIES` moving entities, `high` of them (the
-/// first ones) with priority `boost`; returns once the second holds them all and a second has
-/// passed.
-fn starved(high: u32, boost: f32) -> Sim {
+/// Two peers on a 50 ms link set up by `setup`; the first owns `ENTITIES` moving entities,
+/// `high` of them (the first ones) with priority `boost`; returns once the second holds them
+/// all and two seconds have passed (the byte counts' one-second window is full).
+fn room(setup: fn(&mut App), high: u32, boost: f32) -> Sim {
     let conditioner = LinkConditioner {
         latency: LATENCY,
         ..LinkConditioner::PERFECT
@@ -116,8 +125,20 @@ fn starved(high: u32, boost: f32) -> Sim {
         "the receiver holds every entity",
         |sim| replica_frames(&mut sim.apps[1]).len() == ENTITIES as usize,
     );
-    sim.run_for(Duration::from_secs(1));
+    sim.run_for(Duration::from_secs(2));
     sim
+}
+
+/// [`room`] with the starved budget.
+fn starved(high: u32, boost: f32) -> Sim {
+    room(setup, high, boost)
+}
+
+/// Bytes per second the owner sent the receiver over the last second, every header included.
+fn upload(sim: &mut Sim) -> f32 {
+    let world = sim.apps[0].world_mut();
+    let mut stats = world.query::<&PeerStats>();
+    stats.iter(world).map(|s| s.sent_bytes_per_sec).sum()
 }
 
 /// The frame each replica on `app` was last written at by its owner, by net id.
@@ -197,6 +218,10 @@ fn budget_stats(sim: &Sim) -> PeerReplicationStats {
 
 #[test]
 fn under_a_starved_budget_every_entity_is_updated_within_a_bounded_number_of_ticks() {
+    let mut baseline = room(setup_unlimited, 0, 1.0);
+    let baseline_seen = watch(&mut baseline, 300);
+    let baseline_age = baseline_seen.max_age(baseline_seen.oldest.keys().copied());
+    let baseline_upload = upload(&mut baseline);
     let mut sim = starved(0, 1.0);
     let seen = watch(&mut sim, 300);
     let ids: Vec<u64> = seen.oldest.keys().copied().collect();
@@ -204,16 +229,26 @@ fn under_a_starved_budget_every_entity_is_updated_within_a_bounded_number_of_tic
     let max_age = seen.max_age(ids.iter().copied());
     let round = round_ticks();
     let stats = budget_stats(&sim);
-    let fewest = seen.updates.values().min().unwrap();
+    let fewest = *seen.updates.values().min().unwrap();
+    let sent = upload(&mut sim);
+    println!(
+        "no budget: max staleness on the receiver {baseline_age} frames, upload \
+         {baseline_upload:.0} B/s"
+    );
     println!(
         "budget {BUDGET} B/s for {ENTITIES} entities changing every tick (a tenth of the demand): \
          max staleness on the receiver {max_age} frames (a round of all entities: {round} ticks, \
-         link {} frames); fewest updates of an entity in 300 frames: {fewest}; sender: longest \
-         wait {} ticks, {} values waiting, {} deferrals in all",
+         link {} frames); fewest updates of an entity in 300 frames: {fewest}; upload {sent:.0} \
+         B/s; sender: longest wait {} ticks, {} values waiting, {} deferrals in all",
         latency_frames(),
         stats.longest_wait,
         stats.waiting,
         stats.deferred,
+    );
+    assert!(
+        sent <= BUDGET as f32 * 1.25,
+        "the owner should send about its budget of {BUDGET} B/s (plus packet headers and acks), \
+         sent {sent:.0} B/s"
     );
     assert!(
         stats.waiting > 0,
@@ -226,7 +261,7 @@ fn under_a_starved_budget_every_entity_is_updated_within_a_bounded_number_of_tic
          no replica should be more than {bound} frames behind its owner, one was {max_age}"
     );
     assert!(
-        *fewest >= 300 / bound - 1,
+        fewest >= 300 / bound - 1,
         "each entity should be updated about every {round} ticks, one was updated {fewest} \
          times in 300 frames"
     );
