@@ -57,7 +57,7 @@ pub use wire::WireError;
 pub mod prelude {
     pub use crate::replication::{
         HandToHostOnLeave, HostOwned, Interpolate, InterpolationAppExt, NetId, Owner, Replicated,
-        ReplicationAppExt, Suspended, TransferOwnershipExt, TransformCodec,
+        ReplicationAppExt, ReplicationPriority, Suspended, TransferOwnershipExt, TransformCodec,
     };
     pub use crate::{
         Channel, ConnectedPeers, DisconnectReason, FromPeer, HostChanged, MatchboxConfig, Peer,

@@ -115,6 +115,19 @@ pub struct ReplicationConfig {
     /// [`InputError::OverLimit`](crate::InputError::OverLimit)), so a peer cannot make this one
     /// allocate without bound. Claims waiting for consent count too. Default 65 536.
     pub max_entities_per_peer: usize,
+    /// Bytes per second replication may send each peer: its updates, snapshots and mutations
+    /// (the messages' bodies; packet headers, acks and the game's own messages are not
+    /// counted). Updates (reliable) always go and are charged; mutations take what is left,
+    /// the entities whose values waited longest, weighted by their [`ReplicationPriority`],
+    /// first, and the others keep waiting for a later tick: the newest value goes then, and
+    /// every entity gets its turn. Up to 100 ms of unused budget is saved for a spike.
+    /// [`ReplicationStats`] shows what waited. `None` sends every change at once.
+    ///
+    /// Default 128 KiB/s (about 1 Mbit/s per peer): some 160 entities whose transform
+    /// changes every 60 Hz tick (13–14 bytes each, see BENCHMARKS.md), far more than a game
+    /// moving tens of entities needs, while a peer in a room of 8 uploads at most about
+    /// 7 Mbit/s in all, which common uplinks carry.
+    pub bandwidth_budget: Option<u32>,
 }
 
 impl Default for ReplicationConfig {
@@ -126,8 +139,63 @@ impl Default for ReplicationConfig {
             unresolved_reference_timeout: Duration::from_secs(10),
             max_unresolved_references: 4096,
             max_entities_per_peer: 65_536,
+            bandwidth_budget: Some(128 * 1024),
         }
     }
+}
+
+/// How much an entity's changes matter when the [bandwidth
+/// budget](ReplicationConfig::bandwidth_budget) cannot send them all: each tick a changed value
+/// waits, it accumulates this much, and the highest totals go first. An entity of priority 2
+/// goes about twice as often as one of priority 1 when both wait; none is starved. Without this
+/// component an entity has priority 1; values below 0.01 count as 0.01. Set it on entities owned
+/// here (the player's avatar, what is near the camera); it has no effect while the budget
+/// suffices, and it is not replicated.
+#[derive(Component, Debug, Clone, Copy, PartialEq)]
+pub struct ReplicationPriority(pub f32);
+
+impl Default for ReplicationPriority {
+    fn default() -> Self {
+        Self(1.0)
+    }
+}
+
+/// What the [bandwidth budget](ReplicationConfig::bandwidth_budget) held back, for each peer
+/// this app sends to; updated every network tick.
+#[derive(Resource, Debug, Default, Clone)]
+pub struct ReplicationStats {
+    peers: bevy::platform::collections::HashMap<PeerId, PeerReplicationStats>,
+}
+
+impl ReplicationStats {
+    /// The figures of the mutations sent to `peer`, while it is connected.
+    pub fn peer(&self, peer: PeerId) -> Option<&PeerReplicationStats> {
+        self.peers.get(&peer)
+    }
+
+    /// Every connected peer's figures.
+    pub fn iter(&self) -> impl Iterator<Item = (PeerId, &PeerReplicationStats)> {
+        self.peers.iter().map(|(peer, stats)| (*peer, stats))
+    }
+
+    /// This tick's figures, for the connected peers.
+    pub(crate) fn replace(&mut self, peers: impl Iterator<Item = (PeerId, PeerReplicationStats)>) {
+        self.peers.clear();
+        self.peers.extend(peers);
+    }
+}
+
+/// The budget's figures for one peer ([`ReplicationStats`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerReplicationStats {
+    /// Changed values held back by the budget, summed over ticks since the peer connected (a
+    /// value that waited three ticks counts three).
+    pub deferred: u64,
+    /// Values waiting for budget after the last tick.
+    pub waiting: usize,
+    /// The most ticks a value waited for budget before it went, since the peer connected.
+    pub longest_wait: u32,
 }
 
 /// Registers replicated components.
@@ -268,6 +336,7 @@ impl Plugin for ReplicationPlugin {
             .init_resource::<NetIds>()
             .init_resource::<Authority>()
             .init_resource::<LocalChanges>()
+            .init_resource::<ReplicationStats>()
             .init_resource::<send::SendState>()
             .init_resource::<receive::ReceiveState>()
             .add_observer(on_unreplicated)

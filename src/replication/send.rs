@@ -4,8 +4,10 @@
 //! A tick runs as named phases over one [`Tick`] context: keep each peer's stream in step with
 //! who is connected, take in deliveries, announce entities that became ours, hand entities
 //! over, turn despawns and removals into operations, collect changed values, then send updates,
-//! snapshots for newcomers, and mutations.
+//! snapshots for newcomers, and mutations. Each peer's bandwidth budget (`budget.rs`) is
+//! refilled first, charged with the updates and snapshots, and what is left goes to mutations.
 
+mod budget;
 mod mutations;
 mod updates;
 
@@ -18,6 +20,7 @@ use bevy::prelude::*;
 use bevy::time::Real;
 use bytes::Bytes;
 
+use self::budget::Rate;
 use self::mutations::{ChangedValue, MutationTick, PeerStream, ValueKey};
 use self::updates::{components_of, encode_updates};
 use super::local_changes::{Abandoned, LocalChanges};
@@ -25,7 +28,9 @@ use super::net_ids::NetIds;
 use super::ownership::{Owned, Ownership};
 use super::registry::{Change, ReplicationRegistry};
 use super::wire::{ComponentValue, KIND_UPDATE, Spawn, SpawnFlags, UpdateOp};
-use super::{HandToHostOnLeave, HostOwned, NetId, Owner, Replicated, ReplicationConfig};
+use super::{
+    HandToHostOnLeave, HostOwned, NetId, Owner, Replicated, ReplicationConfig, ReplicationStats,
+};
 use crate::channel::Channel;
 use crate::endpoint::Endpoint;
 use crate::net::{ConnectedPeers, NetEndpoint};
@@ -127,6 +132,10 @@ pub(crate) fn send(world: &mut World) {
                 world.resource_scope(|world, mut registry: Mut<ReplicationRegistry>| {
                     world.resource_scope(|world, mut endpoint: Mut<NetEndpoint>| {
                         state.tick += 1;
+                        let max_mutation = endpoint.0.config.max_unreliable_message();
+                        let budget = config
+                            .bandwidth_budget
+                            .map(|bytes_per_sec| Rate::new(bytes_per_sec, max_mutation));
                         let mut tick = Tick {
                             tick: state.tick,
                             this_run: world.change_tick(),
@@ -140,6 +149,7 @@ pub(crate) fn send(world: &mut World) {
                             local,
                             now,
                             tick_period,
+                            budget,
                             ops: Vec::new(),
                             touched: Vec::new(),
                             spawned_now: HashSet::new(),
@@ -174,6 +184,8 @@ struct Tick<'a> {
     local: PeerId,
     now: Duration,
     tick_period: Duration,
+    /// Each peer's bandwidth budget, if there is one.
+    budget: Option<Rate>,
     tick: u32,
     this_run: ChangeTick,
     /// This tick's update operations, in order.
@@ -206,17 +218,43 @@ impl Tick<'_> {
             }
         }
         self.state.since = Some(self.this_run);
+        self.publish_stats();
     }
 
-    /// A new peer needs a snapshot; a gone one is forgotten.
+    /// A new peer needs a snapshot; a gone one is forgotten. Every budget earns this tick's
+    /// bytes.
     fn sync_peers(&mut self) {
         let peers = self.peers;
         self.state.peers.retain(|peer, _| peers.contains(*peer));
         for peer in peers.ids() {
-            self.state
+            let stream = self
+                .state
                 .peers
                 .entry(peer)
                 .or_insert_with(PeerStream::new_peer);
+            if let Some(rate) = self.budget {
+                stream.budget.refill(self.now, rate);
+            }
+        }
+    }
+
+    /// What the budgets held back, for the game to see.
+    fn publish_stats(&mut self) {
+        let mut stats = self.world.resource_mut::<ReplicationStats>();
+        stats.replace(
+            self.state
+                .peers
+                .iter()
+                .map(|(peer, stream)| (*peer, stream.stats)),
+        );
+    }
+
+    /// Charges `peer`'s budget with reliable `messages`: they always go, and mutations take
+    /// what is left.
+    fn charge_reliable(&mut self, peer: PeerId, messages: &[Bytes]) {
+        if let (Some(rate), Some(stream)) = (self.budget, self.state.peers.get_mut(&peer)) {
+            let bytes = messages.iter().map(Bytes::len).sum();
+            stream.budget.charge(bytes, rate);
         }
     }
 
@@ -413,19 +451,20 @@ impl Tick<'_> {
         }
         let max_size = self.endpoint.config.max_message_size;
         let messages = encode_updates(self.tick, self.ops.iter(), max_size);
-        for (peer, stream) in &self.state.peers {
-            if stream.needs_snapshot {
-                continue;
-            }
+        let receivers: Vec<PeerId> = self
+            .state
+            .peers
+            .iter()
+            .filter(|(_, stream)| !stream.needs_snapshot)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in receivers {
             for message in &messages {
-                let _ = self.endpoint.send(
-                    *peer,
-                    Channel::Reliable,
-                    KIND_UPDATE,
-                    message.clone(),
-                    None,
-                );
+                let _ =
+                    self.endpoint
+                        .send(peer, Channel::Reliable, KIND_UPDATE, message.clone(), None);
             }
+            self.charge_reliable(peer, &messages);
         }
     }
 
@@ -460,22 +499,26 @@ impl Tick<'_> {
         }
         let max_size = self.endpoint.config.max_message_size;
         let messages = encode_updates(self.tick, snapshot.iter(), max_size);
-        for (peer, stream) in &mut self.state.peers {
-            if !stream.needs_snapshot {
-                continue;
-            }
-            *stream = PeerStream::snapshot_sent(self.tick);
-            let given = given_again(self.ownership, &self.handed_now, *peer);
+        let newcomers: Vec<PeerId> = self
+            .state
+            .peers
+            .iter_mut()
+            .filter(|(_, stream)| stream.needs_snapshot)
+            .map(|(peer, stream)| {
+                stream.snapshot_sent(self.tick);
+                *peer
+            })
+            .collect();
+        for peer in newcomers {
+            let given = given_again(self.ownership, &self.handed_now, peer);
             let given = encode_updates(self.tick, given.iter(), max_size);
             for message in messages.iter().chain(&given) {
-                let _ = self.endpoint.send(
-                    *peer,
-                    Channel::Reliable,
-                    KIND_UPDATE,
-                    message.clone(),
-                    None,
-                );
+                let _ =
+                    self.endpoint
+                        .send(peer, Channel::Reliable, KIND_UPDATE, message.clone(), None);
             }
+            self.charge_reliable(peer, &messages);
+            self.charge_reliable(peer, &given);
         }
     }
 
@@ -508,6 +551,7 @@ impl Tick<'_> {
             changed_keys: &changed_keys,
             values: &self.values,
             next_token: &mut self.state.next_token,
+            budget: self.budget,
         };
         for (peer, stream) in &mut self.state.peers {
             // A snapshot sent this tick already holds every current value.

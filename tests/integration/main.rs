@@ -7,6 +7,7 @@ mod at_rest;
 mod authority;
 mod bad_input;
 mod browser;
+mod budget;
 mod churn;
 mod churn_figures;
 mod connection;

@@ -504,8 +504,13 @@ static MEMORY_PER_PEER: AtomicU32 = AtomicU32::new(0);
 fn memory_room(peers: usize, per_peer: u32) -> (Duration, f64, f64) {
     // `Sim` takes a plain fn for its setup: the entity count goes in through a static.
     MEMORY_PER_PEER.store(per_peer, Ordering::Relaxed);
+    // Unlimited bandwidth: these figures are what the whole load costs.
     let mut sim = Sim::new(13, LinkConditioner::PERFECT, peers, |app| {
-        setup(app, MEMORY_PER_PEER.load(Ordering::Relaxed))
+        setup(app, MEMORY_PER_PEER.load(Ordering::Relaxed));
+        app.insert_resource(bevy_peersync::replication::ReplicationConfig {
+            bandwidth_budget: None,
+            ..Default::default()
+        });
     });
     sim.connect_all();
     let total = peers * per_peer as usize;

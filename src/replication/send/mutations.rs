@@ -1,5 +1,6 @@
-//! Changed values to one peer: packed into single packets, and sent again until acknowledged or
-//! replaced by a newer value.
+//! Changed values to one peer: packed into single packets, sent again until acknowledged or
+//! replaced by a newer value, and held back for a later tick when the peer's bandwidth budget
+//! cannot take them all (`budget.rs`).
 
 use std::time::Duration;
 
@@ -10,6 +11,8 @@ use bytes::Bytes;
 use super::super::ownership::Ownership;
 use super::super::registry::ReplicationRegistry;
 use super::super::wire::{GroupHeader, KIND_MUTATE, MutateHeader, entry_len, put_entry};
+use super::super::{PeerReplicationStats, ReplicationPriority};
+use super::budget::{Candidate, Rate, TokenBucket, Waiting, choose};
 use super::net_form;
 use crate::channel::Channel;
 use crate::endpoint::Endpoint;
@@ -19,13 +22,17 @@ use crate::session::Delivery;
 /// A component value of an entity owned here, identified by entity and registration index.
 pub(super) type ValueKey = (Entity, u16);
 
-/// A value sent to a peer and not acknowledged yet.
+/// A value the peer may not have: sent and not acknowledged yet, or held back by the budget.
 #[derive(Debug, Clone, Copy)]
-struct Unacked {
+struct Owed {
     /// The tick it last changed: any message of this tick or later carried it as it is.
     tick: u32,
-    /// When it last went out (first sent, or resent).
-    sent_at: Duration,
+    /// When it last went out (first sent, or resent); `None` when it is due at once: it has not
+    /// gone out since it changed (the budget held it back), or the message that carried it was
+    /// lost.
+    sent_at: Option<Duration>,
+    /// What it accumulated while the budget held it back.
+    waiting: Option<Waiting>,
 }
 
 /// A mutation message in flight: the tick it carried and which values.
@@ -42,14 +49,19 @@ pub(super) struct PeerStream {
     pub(super) needs_snapshot: bool,
     /// The tick of the snapshot it was sent: mutations need at least that.
     pub(super) snapshot_tick: u32,
-    /// The newest value sent of each entity's component, until the peer acknowledges it.
-    unacked: HashMap<ValueKey, Unacked>,
+    /// The newest value of each entity's component, from when it changes until the peer
+    /// acknowledges it.
+    owed: HashMap<ValueKey, Owed>,
     /// Mutation messages not yet acknowledged or lost, by delivery token.
     in_flight: HashMap<u64, InFlight>,
     /// Ticks left in which a message with no values goes out when nothing changed: it tells
     /// an interpolating receiver that the values it has are still current, so it holds them
     /// instead of extrapolating past where they stopped. A few, since any of them may be lost.
     quiet_markers: u8,
+    /// The bytes replication may send this peer now.
+    pub(super) budget: TokenBucket,
+    /// What the budget held back so far.
+    pub(super) stats: PeerReplicationStats,
 }
 
 /// How many value-less mutation messages follow the last one with values.
@@ -64,12 +76,18 @@ impl PeerStream {
         }
     }
 
-    /// The peer was sent a snapshot at `tick`: what was in flight before no longer matters.
-    pub(super) fn snapshot_sent(tick: u32) -> Self {
-        Self {
+    /// The peer was sent a snapshot at `tick`: what was in flight or waiting before no longer
+    /// matters. Its budget (charged with the snapshot) and figures carry on.
+    pub(super) fn snapshot_sent(&mut self, tick: u32) {
+        *self = Self {
             snapshot_tick: tick,
+            budget: self.budget,
+            stats: PeerReplicationStats {
+                waiting: 0,
+                ..self.stats
+            },
             ..Default::default()
-        }
+        };
     }
 
     /// An acknowledged value needs no resend; a lost one is due at once. Any message that went
@@ -81,14 +99,14 @@ impl PeerStream {
             return;
         };
         for key in in_flight.values {
-            if let Some(unacked) = self.unacked.get_mut(&key)
-                && unacked.tick <= in_flight.tick
+            if let Some(owed) = self.owed.get_mut(&key)
+                && owed.tick <= in_flight.tick
             {
                 match delivery {
                     Delivery::Delivered => {
-                        self.unacked.remove(&key);
+                        self.owed.remove(&key);
                     }
-                    Delivery::Lost => unacked.sent_at = Duration::ZERO,
+                    Delivery::Lost => owed.sent_at = None,
                 }
             }
         }
@@ -96,8 +114,43 @@ impl PeerStream {
 
     /// Values of entities that are no longer ours need no acknowledgement.
     pub(super) fn forget_unowned(&mut self, ownership: &Ownership) {
-        self.unacked
+        self.owed
             .retain(|(entity, _), _| ownership.is_owned(*entity));
+    }
+
+    /// The budget held `key` back at `tick` with `score`; `changed` if its value changed this
+    /// tick (so it has not gone out as it is now).
+    fn hold_back(&mut self, key: ValueKey, score: f32, tick: u32, changed: bool) {
+        let owed = self.owed.entry(key).or_insert(Owed {
+            tick,
+            sent_at: None,
+            waiting: None,
+        });
+        if changed {
+            owed.tick = tick;
+            owed.sent_at = None;
+        }
+        owed.waiting = Some(Waiting {
+            priority: score,
+            since: owed.waiting.map_or(tick, |waiting| waiting.since),
+        });
+    }
+
+    /// `key` went out at `tick`, at `now`; `changed` if its value changed this tick.
+    fn sent(&mut self, key: ValueKey, tick: u32, now: Duration, changed: bool) {
+        let owed = self.owed.entry(key).or_insert(Owed {
+            tick,
+            sent_at: None,
+            waiting: None,
+        });
+        if changed {
+            owed.tick = tick;
+        }
+        owed.sent_at = Some(now);
+        if let Some(waiting) = owed.waiting.take() {
+            let waited = tick.saturating_sub(waiting.since);
+            self.stats.longest_wait = self.stats.longest_wait.max(waited);
+        }
     }
 }
 
@@ -134,16 +187,18 @@ pub(super) struct MutationTick<'a> {
     pub(super) changed_keys: &'a HashSet<ValueKey>,
     pub(super) values: &'a [u8],
     pub(super) next_token: &'a mut u64,
+    /// The per-peer budget, if there is one.
+    pub(super) budget: Option<Rate>,
 }
 
 impl MutationTick<'_> {
     /// Sends `peer` what changed, plus the values it has not acknowledged for half a round trip
-    /// (until acknowledged or superseded). Resending before an ack could arrive costs a little
-    /// bandwidth for values that stopped changing, and buys convergence within a few round
-    /// trips whatever the loss.
+    /// (until acknowledged or superseded) and those the budget held back, as far as its budget
+    /// goes. Resending before an ack could arrive costs a little bandwidth for values that
+    /// stopped changing, and buys convergence within a few round trips whatever the loss.
     pub(super) fn send_to(&mut self, peer: PeerId, stream: &mut PeerStream) {
         let max = self.endpoint.config.max_unreliable_message();
-        let resends = self.resends(peer, stream, max);
+        let owed = self.owed_values(peer, stream, max);
         let mut entries: Vec<Entry<'_>> = self
             .changed
             .iter()
@@ -154,22 +209,40 @@ impl MutationTick<'_> {
                 bytes: &self.values[value.range.clone()],
             })
             .collect();
-        entries.extend(resends.iter().map(|resend| Entry {
-            component: resend.component,
-            wire: resend.wire,
-            entity: resend.entity,
-            bytes: &resend.bytes,
+        entries.extend(owed.iter().map(|value| Entry {
+            component: value.component,
+            wire: value.wire,
+            entity: value.entity,
+            bytes: &value.bytes,
         }));
         if entries.is_empty() {
+            // Nothing is due, so nothing waits for budget either.
+            stream.stats.waiting = 0;
             if stream.quiet_markers > 0 {
                 stream.quiet_markers -= 1;
                 self.send_quiet_marker(peer, stream);
             }
             return;
         }
+        // Values go out or wait: either way no quiet marker may say nothing changed.
         stream.quiet_markers = QUIET_MARKERS;
+        if self.budget.is_some() {
+            self.keep_within_budget(stream, &mut entries);
+        }
+        self.send_entries(peer, stream, &mut entries, max);
+    }
+
+    /// Packs `entries` into messages and sends them, charged to the peer's budget if there is
+    /// one.
+    fn send_entries(
+        &mut self,
+        peer: PeerId,
+        stream: &mut PeerStream,
+        entries: &mut [Entry<'_>],
+        max: usize,
+    ) {
         entries.sort_by_key(|entry| entry.component);
-        for batch in pack(&entries, max) {
+        for batch in pack(entries, max) {
             let needs = batch
                 .iter()
                 .filter_map(|entry| self.ownership.owned(entry.entity))
@@ -180,6 +253,7 @@ impl MutationTick<'_> {
             let mut message = Vec::with_capacity(max);
             self.header(needs).encode(&mut message);
             write_groups(&mut message, batch);
+            let size = message.len();
             *self.next_token += 1;
             let token = *self.next_token;
             let sent = self.endpoint.send(
@@ -189,37 +263,79 @@ impl MutationTick<'_> {
                 Bytes::from(message),
                 Some(token),
             );
-            if sent.is_ok() {
-                let values: Vec<ValueKey> = batch
-                    .iter()
-                    .map(|entry| (entry.entity, entry.component))
-                    .collect();
-                for key in &values {
-                    match stream.unacked.get_mut(key) {
-                        // A resend: the value is the one that changed at its tick.
-                        Some(unacked) if !self.changed_keys.contains(key) => {
-                            unacked.sent_at = self.now;
-                        }
-                        _ => {
-                            stream.unacked.insert(
-                                *key,
-                                Unacked {
-                                    tick: self.tick,
-                                    sent_at: self.now,
-                                },
-                            );
-                        }
-                    }
-                }
-                stream.in_flight.insert(
-                    token,
-                    InFlight {
-                        tick: self.tick,
-                        values,
-                    },
-                );
+            if sent.is_err() {
+                continue;
             }
+            if let Some(rate) = self.budget {
+                stream.budget.charge(size, rate);
+            }
+            let values: Vec<ValueKey> = batch
+                .iter()
+                .map(|entry| (entry.entity, entry.component))
+                .collect();
+            for key in &values {
+                let changed = self.changed_keys.contains(key);
+                stream.sent(*key, self.tick, self.now, changed);
+            }
+            stream.in_flight.insert(
+                token,
+                InFlight {
+                    tick: self.tick,
+                    values,
+                },
+            );
         }
+    }
+
+    /// Keeps the entries that fit the peer's budget now, highest accumulated priority first;
+    /// the others wait for a later tick with what they accumulated.
+    fn keep_within_budget(&self, stream: &mut PeerStream, entries: &mut Vec<Entry<'_>>) {
+        let available = stream.budget.available();
+        let cost = |entry: &Entry<'_>| entry_len(entry.wire, entry.bytes);
+        // Group headers and further message headers are left out: the charge after sending is
+        // exact, so they come out of the next tick's budget.
+        let overhead = MutateHeader::MAX_LEN;
+        let demand: usize = entries.iter().map(cost).sum::<usize>() + overhead;
+        if demand <= available {
+            stream.stats.waiting = 0;
+            return;
+        }
+        let mut candidates: Vec<Candidate> = entries
+            .iter()
+            .enumerate()
+            .map(|(index, entry)| {
+                let key = (entry.entity, entry.component);
+                let waiting = stream.owed.get(&key).and_then(|owed| owed.waiting);
+                Candidate {
+                    index,
+                    score: Candidate::score(
+                        self.world.get::<ReplicationPriority>(entry.entity),
+                        waiting,
+                    ),
+                    size: cost(entry),
+                    entity: entry.entity,
+                    component: entry.component,
+                }
+            })
+            .collect();
+        let fit = choose(&mut candidates, available.saturating_sub(overhead));
+        let mut keep = vec![false; entries.len()];
+        for candidate in &candidates[..fit] {
+            keep[candidate.index] = true;
+        }
+        for candidate in &candidates[fit..] {
+            let key = (candidate.entity, candidate.component);
+            let changed = self.changed_keys.contains(&key);
+            stream.hold_back(key, candidate.score, self.tick, changed);
+        }
+        let held = (candidates.len() - fit) as u64;
+        stream.stats.deferred += held;
+        stream.stats.waiting = held as usize;
+        let mut index = 0;
+        entries.retain(|_| {
+            index += 1;
+            keep[index - 1]
+        });
     }
 
     fn header(&self, needs: u32) -> MutateHeader {
@@ -243,8 +359,9 @@ impl MutationTick<'_> {
         );
     }
 
-    /// Values `peer` has not acknowledged within the resend interval, encoded as they are now.
-    fn resends(&self, peer: PeerId, stream: &mut PeerStream, max: usize) -> Vec<Resend> {
+    /// Values owed to `peer` that are due: held back by the budget, lost, or not acknowledged
+    /// within the resend interval; encoded as they are now (never an older value).
+    fn owed_values(&self, peer: PeerId, stream: &mut PeerStream, max: usize) -> Vec<OwedValue> {
         // An ack comes back a round trip plus the time the peer holds it for its next frame
         // (the round-trip figure leaves that out).
         let ack_time = self
@@ -255,12 +372,13 @@ impl MutationTick<'_> {
         let interval = (ack_time / 2)
             .max(self.tick_period * 2)
             .max(Duration::from_millis(20));
-        let mut resends = Vec::new();
+        let mut due = Vec::new();
         let mut stale = Vec::new();
-        for (key, unacked) in &stream.unacked {
-            if self.changed_keys.contains(key)
-                || self.now.saturating_sub(unacked.sent_at) < interval
-            {
+        for (key, owed) in &stream.owed {
+            let waited_enough = owed
+                .sent_at
+                .is_none_or(|sent_at| self.now.saturating_sub(sent_at) >= interval);
+            if self.changed_keys.contains(key) || !waited_enough {
                 continue;
             }
             let (entity, component) = *key;
@@ -276,7 +394,7 @@ impl MutationTick<'_> {
                 .erased
                 .encode(self.world, entity, &mut to_net, &mut bytes);
             if encoded && bytes.len() + 16 <= max {
-                resends.push(Resend {
+                due.push(OwedValue {
                     component,
                     wire: owned.wire,
                     entity,
@@ -287,14 +405,14 @@ impl MutationTick<'_> {
             }
         }
         for key in stale {
-            stream.unacked.remove(&key);
+            stream.owed.remove(&key);
         }
-        resends
+        due
     }
 }
 
-/// A value sent again, encoded afresh.
-struct Resend {
+/// An owed value, encoded afresh.
+struct OwedValue {
     component: u16,
     wire: u32,
     entity: Entity,
@@ -389,11 +507,12 @@ mod tests {
         let key = (Entity::PLACEHOLDER, 3);
         let mut stream = PeerStream::default();
         // Changed at tick 5 and sent; resent at ticks 7 and 9 before any ack came back.
-        stream.unacked.insert(
+        stream.owed.insert(
             key,
-            Unacked {
+            Owed {
                 tick: 5,
-                sent_at: Duration::from_millis(90),
+                sent_at: Some(Duration::from_millis(90)),
+                waiting: None,
             },
         );
         for (token, tick) in [(1, 5), (2, 7), (3, 9)] {
@@ -407,20 +526,21 @@ mod tests {
         }
         stream.delivered(1, Delivery::Delivered);
         assert!(
-            stream.unacked.is_empty(),
+            stream.owed.is_empty(),
             "the first ack carried the value as it still is: no more resends"
         );
         // A value that changed after the acked message is still owed.
-        stream.unacked.insert(
+        stream.owed.insert(
             key,
-            Unacked {
+            Owed {
                 tick: 10,
-                sent_at: Duration::ZERO,
+                sent_at: None,
+                waiting: None,
             },
         );
         stream.delivered(3, Delivery::Delivered);
         assert!(
-            stream.unacked.contains_key(&key),
+            stream.owed.contains_key(&key),
             "tick 9 did not carry the tick-10 value"
         );
     }
