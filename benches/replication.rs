@@ -214,15 +214,19 @@ impl Crossing {
         bytes as f64 / self.ticks.max(1) as f64 / n as f64
     }
 
-    fn line(&self, who: &str, n: usize) -> String {
-        format!(
+    /// The summary line; `None` when the bench did not run (filtered out).
+    fn line(&self, who: &str, n: usize) -> Option<String> {
+        if self.ticks == 0 {
+            return None;
+        }
+        Some(format!(
             "{n} entities, {who}: {:.2} bytes per entity per tick to a receiver ({:.2} unreliable) \
              in {:.1} packets, {:.1} bytes per tick back",
             self.per_entity(self.bytes, n),
             self.per_entity(self.unreliable, n),
             self.packets as f64 / self.ticks.max(1) as f64,
             self.back as f64 / self.ticks.max(1) as f64,
-        )
+        ))
     }
 }
 
@@ -237,20 +241,20 @@ fn ticks(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     for n in [1_000usize, 10_000] {
         let mut room = Room::new(n, 1);
-        summary.push(ours_owner(
+        summary.extend(ours_owner(
             &mut group,
             &mut room,
             n,
             "owner_collect_encode_send",
         ));
         ours_receiver(&mut group, &mut room, n);
-        summary.push(bincode_baseline(&mut group, &mut room.owner, n));
+        summary.extend(bincode_baseline(&mut group, &mut room.owner, n));
         drop(room);
         for encoding in [TransformEncoding::SameCodec, TransformEncoding::Serde] {
             let mut room = RepliconRoom::new(encoding, 1, DT);
             room.spawn_and_sync(n);
             let label = encoding.label();
-            summary.push(replicon_server(
+            summary.extend(replicon_server(
                 &mut group,
                 &mut room,
                 n,
@@ -266,7 +270,7 @@ fn ticks(c: &mut Criterion) {
 }
 
 /// The owner's frame with every receiver of `room` updating (unmeasured) after it.
-fn ours_owner(group: &mut Group, room: &mut Room, n: usize, name: &str) -> String {
+fn ours_owner(group: &mut Group, room: &mut Room, n: usize, name: &str) -> Option<String> {
     let receivers = room.receivers.len();
     let mut frame = 0;
     let mut crossing = Crossing::default();
@@ -317,7 +321,12 @@ fn ours_receiver(group: &mut Group, room: &mut Room, n: usize) {
 }
 
 /// Replicon's server tick with every client updating (unmeasured) after it.
-fn replicon_server(group: &mut Group, room: &mut RepliconRoom, n: usize, name: &str) -> String {
+fn replicon_server(
+    group: &mut Group,
+    room: &mut RepliconRoom,
+    n: usize,
+    name: &str,
+) -> Option<String> {
     let mut frame = 0;
     let mut crossing = Crossing::default();
     group.bench_function(BenchmarkId::new(name, n), |bench| {
@@ -365,7 +374,7 @@ fn replicon_client(group: &mut Group, room: &mut RepliconRoom, n: usize, name: &
 }
 
 /// One bincode message per entity, whole Vec3 + Quat: encoded, then decoded and applied.
-fn bincode_baseline(group: &mut Group, owner: &mut App, n: usize) -> String {
+fn bincode_baseline(group: &mut Group, owner: &mut App, n: usize) -> Option<String> {
     #[derive(Serialize, Deserialize)]
     struct Plain {
         entity: u64,
@@ -416,10 +425,12 @@ fn bincode_baseline(group: &mut Group, owner: &mut App, n: usize) -> String {
     );
     // Each message also pays a frame (tag, kind, length) in the same framing.
     let baseline: usize = encoded.iter().map(|m| m.len() + 3).sum();
-    format!(
-        "{n} entities: baseline {:.2} bytes per entity per tick (bincode + 3 bytes of framing)",
-        baseline as f64 / n as f64
-    )
+    (baseline > 0).then(|| {
+        format!(
+            "{n} entities: baseline {:.2} bytes per entity per tick (bincode + 3 bytes of framing)",
+            baseline as f64 / n as f64
+        )
+    })
 }
 
 /// The sender's frame when 4 receivers get every change: our owner against replicon's server
@@ -435,7 +446,7 @@ fn four_receivers(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(1));
     for n in [1_000usize, 10_000] {
         let mut room = Room::new(n, RECEIVERS);
-        summary.push(ours_owner(
+        summary.extend(ours_owner(
             &mut group,
             &mut room,
             n,
@@ -446,7 +457,7 @@ fn four_receivers(c: &mut Criterion) {
             let mut room = RepliconRoom::new(encoding, RECEIVERS, DT);
             room.spawn_and_sync(n);
             let name = format!("{}_server", encoding.label());
-            summary.push(replicon_server(&mut group, &mut room, n, &name));
+            summary.extend(replicon_server(&mut group, &mut room, n, &name));
         }
     }
     group.finish();
