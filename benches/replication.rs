@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 const DT: Duration = Duration::from_nanos(16_666_667);
 
-/// The bytes an app has sent, by channel.
+/// What an app has sent: bytes by channel, and packets.
 #[derive(Default)]
 struct Traffic {
     unreliable: AtomicUsize,
