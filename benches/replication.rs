@@ -4,6 +4,9 @@
 //!   owner's frame (collect + encode + pack + send) and a receiver's frame (decode + apply), and
 //!   the bytes per entity on the wire; baseline: the same transforms with plain bincode, one
 //!   message per entity (whole component, no quantization), encoded and decoded + applied;
+//! - the same workload through bevy_replicon 0.42 (`support/replicon.rs`): its server's tick
+//!   against our owner's, its client's against our receiver's, the bytes that cross, at 1k and
+//!   10k entities and with 4 receivers;
 //! - one-way latency over real WebRTC on loopback: a change on app A until it is applied on
 //!   app B (apps updating freely), against raw matchbox_socket's one-way time.
 //!
@@ -11,6 +14,8 @@
 
 #[path = "support/common.rs"]
 mod common;
+#[path = "support/replicon.rs"]
+mod replicon;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -28,14 +33,35 @@ use bytes::Bytes;
 use common::{percentile, raw_pair, single_threaded};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use peersync_lobby::{LobbyConfig, LobbyThread};
+use replicon::{RepliconReplicated, RepliconRoom, TransformEncoding};
 use serde::{Deserialize, Serialize};
 
 const DT: Duration = Duration::from_nanos(16_666_667);
 
-/// Counts the bytes an app sends on the unreliable channel.
+/// What an app has sent: bytes by channel, and packets.
+#[derive(Default)]
+struct Traffic {
+    unreliable: AtomicUsize,
+    reliable: AtomicUsize,
+    packets: AtomicUsize,
+}
+
+impl Traffic {
+    fn packets(&self) -> usize {
+        self.packets.load(Ordering::Relaxed)
+    }
+    fn unreliable(&self) -> usize {
+        self.unreliable.load(Ordering::Relaxed)
+    }
+    fn total(&self) -> usize {
+        self.unreliable() + self.reliable.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts the bytes an app sends.
 struct Counting {
     inner: MemoryTransport,
-    unreliable_bytes: Arc<AtomicUsize>,
+    traffic: Arc<Traffic>,
 }
 
 impl Transport for Counting {
@@ -43,13 +69,15 @@ impl Transport for Counting {
         self.inner.receive(now, io);
     }
     fn send(&mut self, io: &mut TransportIo) {
-        let bytes: usize = io
-            .outgoing
-            .iter()
-            .filter(|p| p.channel == Channel::Unreliable)
-            .map(|p| p.bytes.len())
-            .sum();
-        self.unreliable_bytes.fetch_add(bytes, Ordering::Relaxed);
+        for packet in &io.outgoing {
+            let counter = match packet.channel {
+                Channel::Unreliable => &self.traffic.unreliable,
+                Channel::Reliable => &self.traffic.reliable,
+            };
+            counter.fetch_add(packet.bytes.len(), Ordering::Relaxed);
+        }
+        let packets = io.outgoing.len();
+        self.traffic.packets.fetch_add(packets, Ordering::Relaxed);
         self.inner.send(io);
     }
     fn state(&self) -> SocketState {
@@ -76,36 +104,79 @@ fn sim_app(socket: PeerSocket) -> App {
     app
 }
 
-/// Owner A with `n` entities and receiver B, connected and in sync.
-fn pair(n: usize) -> (App, App, MemoryNetwork, Arc<AtomicUsize>) {
-    let net = MemoryNetwork::new(1);
-    let bytes = Arc::new(AtomicUsize::new(0));
-    let mut a = sim_app(PeerSocket::new(Counting {
-        inner: net.join(),
-        unreliable_bytes: bytes.clone(),
-    }));
-    let mut b = sim_app(PeerSocket::new(net.join()));
-    for i in 0..n {
-        a.world_mut()
-            .spawn((Replicated, Transform::from_xyz(i as f32 * 0.1, 1.0, 2.0)));
-    }
-    for _ in 0..200 {
-        a.update();
-        b.update();
-        net.advance(DT);
-        let world = b.world_mut();
-        if world.query::<&NetId>().iter(world).count() == n {
-            return (a, b, net, bytes);
-        }
-    }
-    panic!("the receiver did not get {n} entities");
+/// An owner with `n` entities and its receivers, connected and in sync, each app counting what
+/// it sends.
+struct Room {
+    owner: App,
+    receivers: Vec<App>,
+    net: MemoryNetwork,
+    owner_sent: Arc<Traffic>,
+    /// What the first receiver sends.
+    receiver_sent: Arc<Traffic>,
 }
 
-/// Moves every owned entity, as a game's movement system would.
-fn move_all(app: &mut App, frame: u32) {
+impl Room {
+    fn new(n: usize, receivers: usize) -> Self {
+        let net = MemoryNetwork::new(1);
+        let counted = |traffic: &Arc<Traffic>| {
+            PeerSocket::new(Counting {
+                inner: net.join(),
+                traffic: traffic.clone(),
+            })
+        };
+        let owner_sent = Arc::new(Traffic::default());
+        let receiver_sent = Arc::new(Traffic::default());
+        let mut owner = sim_app(counted(&owner_sent));
+        let receivers: Vec<App> = (0..receivers)
+            .map(|i| {
+                let traffic = if i == 0 {
+                    receiver_sent.clone()
+                } else {
+                    Arc::new(Traffic::default())
+                };
+                sim_app(counted(&traffic))
+            })
+            .collect();
+        for i in 0..n {
+            owner
+                .world_mut()
+                .spawn((Replicated, Transform::from_xyz(i as f32 * 0.1, 1.0, 2.0)));
+        }
+        let mut room = Self {
+            owner,
+            receivers,
+            net,
+            owner_sent,
+            receiver_sent,
+        };
+        for _ in 0..200 {
+            room.owner.update();
+            room.update_receivers();
+            room.net.advance(DT);
+            let synced = room.receivers.iter_mut().all(|app| {
+                let world = app.world_mut();
+                world.query::<&NetId>().iter(world).count() == n
+            });
+            if synced {
+                return room;
+            }
+        }
+        panic!("the receivers did not get {n} entities");
+    }
+
+    fn update_receivers(&mut self) {
+        for app in &mut self.receivers {
+            app.update();
+        }
+    }
+}
+
+/// Moves every entity marked `M` (ours or replicon's `Replicated`), as a game's movement system
+/// would.
+fn move_all<M: Component>(app: &mut App, frame: u32) {
     let world = app.world_mut();
     let t = frame as f32 * 0.016;
-    let mut query = world.query_filtered::<&mut Transform, With<Replicated>>();
+    let mut query = world.query_filtered::<&mut Transform, With<M>>();
     for (i, mut transform) in query.iter_mut(world).enumerate() {
         let phase = i as f32 * 0.01;
         transform.translation = Vec3::new((t + phase).sin() * 50.0, (t * 0.5).cos() * 20.0, phase);
@@ -114,118 +185,280 @@ fn move_all(app: &mut App, frame: u32) {
 }
 
 fn idle_frame(c: &mut Criterion) {
-    let (mut a, _b, net, _) = pair(0);
+    let mut room = Room::new(0, 1);
     c.bench_function("frame/no_entities", |bench| {
         bench.iter(|| {
-            a.update();
-            net.advance(DT);
+            room.owner.update();
+            room.net.advance(DT);
         })
     });
 }
+
+/// What crossed during the measured ticks of one owner (or server) and its first receiver.
+#[derive(Default)]
+struct Crossing {
+    /// Owner to the first receiver, every channel.
+    bytes: usize,
+    /// Of which on the unreliable channel.
+    unreliable: usize,
+    /// Packets (ours) or messages (replicon's, each a packet for its transport) to the first
+    /// receiver.
+    packets: usize,
+    /// The first receiver back to the owner (acknowledgements).
+    back: usize,
+    ticks: usize,
+}
+
+impl Crossing {
+    fn per_entity(&self, bytes: usize, n: usize) -> f64 {
+        bytes as f64 / self.ticks.max(1) as f64 / n as f64
+    }
+
+    /// The summary line; `None` when the bench did not run (filtered out).
+    fn line(&self, who: &str, n: usize) -> Option<String> {
+        if self.ticks == 0 {
+            return None;
+        }
+        Some(format!(
+            "{n} entities, {who}: {:.2} bytes per entity per tick to a receiver ({:.2} unreliable) \
+             in {:.1} packets, {:.1} bytes per tick back",
+            self.per_entity(self.bytes, n),
+            self.per_entity(self.unreliable, n),
+            self.packets as f64 / self.ticks.max(1) as f64,
+            self.back as f64 / self.ticks.max(1) as f64,
+        ))
+    }
+}
+
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
 
 fn ticks(c: &mut Criterion) {
     let mut summary = Vec::new();
     let mut group = c.benchmark_group("tick");
     group
         .sample_size(20)
-        .measurement_time(Duration::from_secs(4));
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2));
     for n in [1_000usize, 10_000] {
-        let (mut a, mut b, net, bytes) = pair(n);
-        let mut frame = 0;
-        let mut sent = (0usize, 0usize); // bytes, ticks
-        group.bench_function(BenchmarkId::new("owner_collect_encode_send", n), |bench| {
-            bench.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    frame += 1;
-                    move_all(&mut a, frame);
-                    let before = bytes.load(Ordering::Relaxed);
-                    let start = Instant::now();
-                    a.update();
-                    total += start.elapsed();
-                    sent.0 += bytes.load(Ordering::Relaxed) - before;
-                    sent.1 += 1;
-                    net.advance(DT);
-                    b.update();
-                }
-                total
-            })
-        });
-        group.bench_function(BenchmarkId::new("receiver_decode_apply", n), |bench| {
-            bench.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    frame += 1;
-                    move_all(&mut a, frame);
-                    a.update();
-                    net.advance(DT);
-                    let start = Instant::now();
-                    b.update();
-                    total += start.elapsed();
-                }
-                total
-            })
-        });
-        summary.push(format!(
-            "{n} entities: {:.2} bytes per entity per tick on the wire (all headers included)",
-            sent.0 as f64 / sent.1.max(1) as f64 / n as f64
+        let mut room = Room::new(n, 1);
+        summary.extend(ours_owner(
+            &mut group,
+            &mut room,
+            n,
+            "owner_collect_encode_send",
         ));
-
-        // Baseline: one bincode message per entity, whole Vec3 + Quat.
-        #[derive(Serialize, Deserialize)]
-        struct Plain {
-            entity: u64,
-            translation: Vec3,
-            rotation: Quat,
+        ours_receiver(&mut group, &mut room, n);
+        summary.extend(bincode_baseline(&mut group, &mut room.owner, n));
+        drop(room);
+        for encoding in [TransformEncoding::SameCodec, TransformEncoding::Serde] {
+            let mut room = RepliconRoom::new(encoding, 1, DT);
+            room.spawn_and_sync(n);
+            let label = encoding.label();
+            summary.extend(replicon_server(
+                &mut group,
+                &mut room,
+                n,
+                &format!("{label}_server"),
+            ));
+            replicon_client(&mut group, &mut room, n, &format!("{label}_client"));
         }
-        let transforms: Vec<(u64, Transform)> = {
-            let world = a.world_mut();
-            let mut query = world.query::<(Entity, &Transform)>();
-            query.iter(world).map(|(e, t)| (e.to_bits(), *t)).collect()
-        };
-        let config = bincode::config::standard();
-        let mut encoded: Vec<Vec<u8>> = Vec::new();
-        group.bench_function(BenchmarkId::new("baseline_bincode_encode", n), |bench| {
-            bench.iter(|| {
-                encoded = transforms
-                    .iter()
-                    .map(|(entity, t)| {
-                        let plain = Plain {
-                            entity: *entity,
-                            translation: t.translation,
-                            rotation: t.rotation,
-                        };
-                        bincode::serde::encode_to_vec(&plain, config).unwrap()
-                    })
-                    .collect();
-            })
-        });
-        let mut world = World::new();
-        let targets: HashMap<u64, Entity> = transforms
-            .iter()
-            .map(|(id, t)| (*id, world.spawn(*t).id()))
-            .collect();
-        group.bench_function(
-            BenchmarkId::new("baseline_bincode_decode_apply", n),
-            |bench| {
-                bench.iter(|| {
-                    for message in &encoded {
-                        let (plain, _): (Plain, usize) =
-                            bincode::serde::decode_from_slice(message, config).unwrap();
-                        if let Some(mut t) = world.get_mut::<Transform>(targets[&plain.entity]) {
-                            t.translation = plain.translation;
-                            t.rotation = plain.rotation;
-                        }
-                    }
+    }
+    group.finish();
+    for line in summary {
+        eprintln!("{line}");
+    }
+}
+
+/// The owner's frame with every receiver of `room` updating (unmeasured) after it.
+fn ours_owner(group: &mut Group, room: &mut Room, n: usize, name: &str) -> Option<String> {
+    let receivers = room.receivers.len();
+    let mut frame = 0;
+    let mut crossing = Crossing::default();
+    group.bench_function(BenchmarkId::new(name, n), |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                frame += 1;
+                move_all::<Replicated>(&mut room.owner, frame);
+                let sent = &room.owner_sent;
+                let before = (sent.total(), sent.unreliable(), sent.packets());
+                let start = Instant::now();
+                room.owner.update();
+                total += start.elapsed();
+                crossing.bytes += (sent.total() - before.0) / receivers;
+                crossing.unreliable += (sent.unreliable() - before.1) / receivers;
+                crossing.packets += (sent.packets() - before.2) / receivers;
+                crossing.ticks += 1;
+                room.net.advance(DT);
+                let back = room.receiver_sent.total();
+                room.update_receivers();
+                crossing.back += room.receiver_sent.total() - back;
+            }
+            total
+        })
+    });
+    crossing.line(&format!("ours, {receivers} receiver(s)"), n)
+}
+
+/// A receiver's frame after the owner's (unmeasured).
+fn ours_receiver(group: &mut Group, room: &mut Room, n: usize) {
+    let mut frame = 1_000_000;
+    group.bench_function(BenchmarkId::new("receiver_decode_apply", n), |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                frame += 1;
+                move_all::<Replicated>(&mut room.owner, frame);
+                room.owner.update();
+                room.net.advance(DT);
+                let start = Instant::now();
+                room.receivers[0].update();
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+}
+
+/// Replicon's server tick with every client updating (unmeasured) after it.
+fn replicon_server(
+    group: &mut Group,
+    room: &mut RepliconRoom,
+    n: usize,
+    name: &str,
+) -> Option<String> {
+    let mut frame = 0;
+    let mut crossing = Crossing::default();
+    group.bench_function(BenchmarkId::new(name, n), |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                frame += 1;
+                move_all::<RepliconReplicated>(&mut room.server, frame);
+                let start = Instant::now();
+                room.server.update();
+                total += start.elapsed();
+                let crossed = room.server_to_clients();
+                crossing.bytes += crossed.bytes;
+                crossing.unreliable += crossed.unreliable;
+                crossing.packets += crossed.messages;
+                crossing.ticks += 1;
+                room.update_clients();
+                crossing.back += room.clients_to_server().bytes;
+            }
+            total
+        })
+    });
+    crossing.line(&format!("{name}, {} client(s)", room.clients.len()), n)
+}
+
+/// A replicon client's frame after the server's tick (unmeasured).
+fn replicon_client(group: &mut Group, room: &mut RepliconRoom, n: usize, name: &str) {
+    let mut frame = 1_000_000;
+    group.bench_function(BenchmarkId::new(name, n), |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                frame += 1;
+                move_all::<RepliconReplicated>(&mut room.server, frame);
+                room.server.update();
+                room.server_to_clients();
+                let start = Instant::now();
+                room.clients[0].app.update();
+                total += start.elapsed();
+                room.clients_to_server();
+            }
+            total
+        })
+    });
+}
+
+/// One bincode message per entity, whole Vec3 + Quat: encoded, then decoded and applied.
+fn bincode_baseline(group: &mut Group, owner: &mut App, n: usize) -> Option<String> {
+    #[derive(Serialize, Deserialize)]
+    struct Plain {
+        entity: u64,
+        translation: Vec3,
+        rotation: Quat,
+    }
+    let transforms: Vec<(u64, Transform)> = {
+        let world = owner.world_mut();
+        let mut query = world.query::<(Entity, &Transform)>();
+        query.iter(world).map(|(e, t)| (e.to_bits(), *t)).collect()
+    };
+    let config = bincode::config::standard();
+    let mut encoded: Vec<Vec<u8>> = Vec::new();
+    group.bench_function(BenchmarkId::new("baseline_bincode_encode", n), |bench| {
+        bench.iter(|| {
+            encoded = transforms
+                .iter()
+                .map(|(entity, t)| {
+                    let plain = Plain {
+                        entity: *entity,
+                        translation: t.translation,
+                        rotation: t.rotation,
+                    };
+                    bincode::serde::encode_to_vec(&plain, config).unwrap()
                 })
-            },
-        );
-        // Each message also pays a frame (tag, kind, length) in the same framing.
-        let baseline: usize = encoded.iter().map(|m| m.len() + 3).sum();
-        summary.push(format!(
+                .collect();
+        })
+    });
+    let mut world = World::new();
+    let targets: HashMap<u64, Entity> = transforms
+        .iter()
+        .map(|(id, t)| (*id, world.spawn(*t).id()))
+        .collect();
+    group.bench_function(
+        BenchmarkId::new("baseline_bincode_decode_apply", n),
+        |bench| {
+            bench.iter(|| {
+                for message in &encoded {
+                    let (plain, _): (Plain, usize) =
+                        bincode::serde::decode_from_slice(message, config).unwrap();
+                    if let Some(mut t) = world.get_mut::<Transform>(targets[&plain.entity]) {
+                        t.translation = plain.translation;
+                        t.rotation = plain.rotation;
+                    }
+                }
+            })
+        },
+    );
+    // Each message also pays a frame (tag, kind, length) in the same framing.
+    let baseline: usize = encoded.iter().map(|m| m.len() + 3).sum();
+    (baseline > 0).then(|| {
+        format!(
             "{n} entities: baseline {:.2} bytes per entity per tick (bincode + 3 bytes of framing)",
             baseline as f64 / n as f64
+        )
+    })
+}
+
+/// The sender's frame when 4 receivers get every change: our owner against replicon's server
+/// with 4 clients.
+fn four_receivers(c: &mut Criterion) {
+    const RECEIVERS: usize = 4;
+    let mut summary = Vec::new();
+    let mut group = c.benchmark_group("tick_4_receivers");
+    // Each measured frame comes with four unmeasured receiver frames: keep the wall time short.
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(1));
+    for n in [1_000usize, 10_000] {
+        let mut room = Room::new(n, RECEIVERS);
+        summary.extend(ours_owner(
+            &mut group,
+            &mut room,
+            n,
+            "owner_collect_encode_send",
         ));
+        drop(room);
+        for encoding in [TransformEncoding::SameCodec, TransformEncoding::Serde] {
+            let mut room = RepliconRoom::new(encoding, RECEIVERS, DT);
+            room.spawn_and_sync(n);
+            let name = format!("{}_server", encoding.label());
+            summary.extend(replicon_server(&mut group, &mut room, n, &name));
+        }
     }
     group.finish();
     for line in summary {
@@ -422,5 +655,5 @@ fn one_way(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, idle_frame, ticks, one_way);
+criterion_group!(benches, idle_frame, ticks, four_receivers, one_way);
 criterion_main!(benches);
