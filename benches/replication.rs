@@ -92,9 +92,11 @@ fn sim_app(socket: PeerSocket) -> App {
     let mut app = App::new();
     app.add_plugins((MinimalPlugins, PeersyncPlugin::with_socket(socket)))
         .insert_resource(TimeUpdateStrategy::ManualDuration(DT))
-        // One network tick per frame.
+        // One network tick per frame, every change sent (no bandwidth budget: the figures are
+        // per entity moved, and the budget would send a fraction of them).
         .insert_resource(ReplicationConfig {
             tick_rate: 0.0,
+            bandwidth_budget: None,
             ..Default::default()
         })
         .replicate_codec::<Transform>(TransformCodec::default());
