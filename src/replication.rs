@@ -19,6 +19,7 @@
 
 mod authority;
 pub mod codec;
+mod interest;
 mod interpolation;
 mod local_changes;
 mod net_ids;
@@ -38,6 +39,9 @@ use serde::de::DeserializeOwned;
 
 use self::authority::Authority;
 use self::codec::{CodecError, ComponentCodec, SerdeCodec};
+pub use self::interest::{
+    Audience, GridExempt, GridInterest, InterestAppExt, InterestStats, Viewpoint,
+};
 pub use self::interpolation::{
     Interpolate, InterpolationAppExt, InterpolationConfig, InterpolationDelay,
     InterpolationSystems, Snapshots,
@@ -270,6 +274,7 @@ impl Plugin for ReplicationPlugin {
             .init_resource::<LocalChanges>()
             .init_resource::<send::SendState>()
             .init_resource::<receive::ReceiveState>()
+            .init_resource::<InterestStats>()
             .add_observer(on_unreplicated)
             .add_observer(drop_merged_world)
             .add_systems(

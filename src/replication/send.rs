@@ -4,8 +4,10 @@
 //! A tick runs as named phases over one [`Tick`] context: keep each peer's stream in step with
 //! who is connected, take in deliveries, announce entities that became ours, hand entities
 //! over, turn despawns and removals into operations, collect changed values, then send updates,
-//! snapshots for newcomers, and mutations.
+//! snapshots for newcomers, and mutations. Between collecting and sending, the interest phase
+//! ([`interest`]) decides what each peer is shown, and the sending phases follow its views.
 
+mod interest;
 mod mutations;
 mod updates;
 
@@ -53,6 +55,8 @@ pub(crate) struct SendState {
     transfers: Vec<(Entity, PeerId)>,
     peers: HashMap<PeerId, PeerStream>,
     announce_query: Option<AnnounceQuery>,
+    /// What each peer is shown ([`interest`]).
+    interest: interest::Interest,
 }
 
 impl SendState {
@@ -105,6 +109,7 @@ pub(crate) fn send(world: &mut World) {
         return;
     };
     world.resource_scope(|world, mut state: Mut<SendState>| {
+        state.interest.note_resumes(&peers);
         if !state.due(delta, config.tick_rate) {
             return;
         }
@@ -196,6 +201,7 @@ impl Tick<'_> {
         self.hand_over();
         self.despawns_and_removals(changes);
         self.collect_values();
+        self.interest();
         self.send_updates();
         self.send_snapshots();
         self.send_mutations();
@@ -205,6 +211,7 @@ impl Tick<'_> {
                 stream.forget_unowned(self.ownership);
             }
         }
+        self.state.interest.finish();
         self.state.since = Some(self.this_run);
     }
 
@@ -262,8 +269,11 @@ impl Tick<'_> {
                 id
             });
             self.net_ids.bind(net_id, entity);
-            self.ownership.take_adopted(entity);
+            let adopted = self.ownership.take_adopted(entity).is_some();
             let owned = self.ownership.announce(entity, net_id, flags, self.tick);
+            if adopted {
+                self.state.interest.adopted(owned.wire);
+            }
             self.spawned_now.insert(entity);
             self.touched.push(entity);
             fresh.push((entity, owned));
@@ -408,7 +418,9 @@ impl Tick<'_> {
                 owned.struct_tick = self.tick;
             }
         }
-        if self.ops.is_empty() {
+        // Peers shown less than everything, or shown or hidden entities this tick, get their own.
+        let tailored = self.tailored_updates();
+        if self.ops.is_empty() && tailored.is_empty() {
             return;
         }
         let max_size = self.endpoint.config.max_message_size;
@@ -417,7 +429,7 @@ impl Tick<'_> {
             if stream.needs_snapshot {
                 continue;
             }
-            for message in &messages {
+            for message in tailored.get(peer).unwrap_or(&messages) {
                 let _ = self.endpoint.send(
                     *peer,
                     Channel::Reliable,
@@ -460,12 +472,14 @@ impl Tick<'_> {
         }
         let max_size = self.endpoint.config.max_message_size;
         let messages = encode_updates(self.tick, snapshot.iter(), max_size);
+        // Newcomers shown less than everything get their own.
+        let tailored = self.tailored_snapshots(&snapshot);
         for (peer, stream) in &mut self.state.peers {
             if !stream.needs_snapshot {
                 continue;
             }
             *stream = PeerStream::snapshot_sent(self.tick);
-            for message in &messages {
+            for message in tailored.get(peer).unwrap_or(&messages) {
                 let _ = self.endpoint.send(
                     *peer,
                     Channel::Reliable,
@@ -507,10 +521,11 @@ impl Tick<'_> {
             values: &self.values,
             next_token: &mut self.state.next_token,
         };
+        let interest = &self.state.interest;
         for (peer, stream) in &mut self.state.peers {
             // A snapshot sent this tick already holds every current value.
             if stream.snapshot_tick != self.tick {
-                mutations.send_to(*peer, stream);
+                mutations.send_to(*peer, stream, interest.view(*peer));
             }
         }
     }

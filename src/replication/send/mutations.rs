@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::super::ownership::Ownership;
 use super::super::registry::ReplicationRegistry;
 use super::super::wire::{GroupHeader, KIND_MUTATE, MutateHeader, entry_len, put_entry};
+use super::interest::PeerView;
 use super::net_form;
 use crate::channel::Channel;
 use crate::endpoint::Endpoint;
@@ -94,6 +95,12 @@ impl PeerStream {
         }
     }
 
+    /// The peer is no longer shown these entities: their values are owed no more.
+    pub(super) fn forget_entities(&mut self, entities: &[Entity]) {
+        self.unacked
+            .retain(|(entity, _), _| !entities.contains(entity));
+    }
+
     /// Values of entities that are no longer ours need no acknowledgement.
     pub(super) fn forget_unowned(&mut self, ownership: &Ownership) {
         self.unacked
@@ -140,8 +147,8 @@ impl MutationTick<'_> {
     /// Sends `peer` what changed, plus the values it has not acknowledged for half a round trip
     /// (until acknowledged or superseded). Resending before an ack could arrive costs a little
     /// bandwidth for values that stopped changing, and buys convergence within a few round
-    /// trips whatever the loss.
-    pub(super) fn send_to(&mut self, peer: PeerId, stream: &mut PeerStream) {
+    /// trips whatever the loss. Only values of entities `view` shows go out.
+    pub(super) fn send_to(&mut self, peer: PeerId, stream: &mut PeerStream, view: &PeerView) {
         let max = self.endpoint.config.max_unreliable_message();
         let resends = self.resends(peer, stream, max);
         let mut entries: Vec<Entry<'_>> = self
@@ -160,6 +167,7 @@ impl MutationTick<'_> {
             entity: resend.entity,
             bytes: &resend.bytes,
         }));
+        entries.retain(|entry| view.shows(entry.wire));
         if entries.is_empty() {
             if stream.quiet_markers > 0 {
                 stream.quiet_markers -= 1;
@@ -172,8 +180,10 @@ impl MutationTick<'_> {
         for batch in pack(&entries, max) {
             let needs = batch
                 .iter()
-                .filter_map(|entry| self.ownership.owned(entry.entity))
-                .map(|owned| owned.struct_tick)
+                .filter_map(|entry| {
+                    let owned = self.ownership.owned(entry.entity)?;
+                    Some(owned.struct_tick.max(view.needs(entry.wire)))
+                })
                 .max()
                 .unwrap_or(0)
                 .max(stream.snapshot_tick);
