@@ -453,3 +453,93 @@ fn world_entities_stay_with_the_host_and_the_peer_next_in_line() {
         assert_eq!(held(&mut sim.apps[*i])[&id].health, Some(Health(3)));
     }
 }
+
+/// An entity of the bandwidth figure: it sways around where it was put.
+#[derive(Component)]
+struct Sways(Vec3);
+
+fn sway(time: Res<Time>, mut swaying: Query<(&Sways, &mut Transform, &Owner)>) {
+    let t = time.elapsed_secs();
+    for (sways, mut transform, owner) in &mut swaying {
+        if owner.is_local() {
+            let phase = sways.0.x * 0.1 + sways.0.y * 0.37;
+            transform.translation = sways.0 + Vec3::new((t * 3.0 + phase).sin(), 0.0, 0.0);
+        }
+    }
+}
+
+fn swaying(app: &mut App) {
+    replicate_basics(app);
+    app.add_systems(Update, sway);
+}
+
+fn swaying_on_a_grid(app: &mut App) {
+    swaying(app);
+    app.grid_interest(GridInterest::new(30.0));
+}
+
+/// Bytes per network tick the owner sends to each of two viewers, with 400 entities on a
+/// 200 m × 200 m field all moving: `(viewer 1, viewer 2)`.
+fn bytes_per_tick(setup: fn(&mut App)) -> (f32, f32) {
+    let mut sim = Sim::new(
+        87,
+        LinkConditioner {
+            latency: Duration::from_millis(20),
+            ..LinkConditioner::PERFECT
+        },
+        3,
+        setup,
+    );
+    sim.connect_all();
+    for (index, at) in [
+        (1, Vec3::new(50.0, 50.0, 0.0)),
+        (2, Vec3::new(150.0, 150.0, 0.0)),
+    ] {
+        sim.apps[index]
+            .world_mut()
+            .spawn((Replicated, Viewpoint, Transform::from_translation(at)));
+    }
+    for x in 0..20 {
+        for y in 0..20 {
+            let home = Vec3::new(x as f32 * 10.0 + 5.0, y as f32 * 10.0 + 5.0, 0.0);
+            sim.apps[0].world_mut().spawn((
+                Replicated,
+                Sways(home),
+                Transform::from_translation(home),
+            ));
+        }
+    }
+    sim.run_for(Duration::from_secs(3));
+    let peers: Vec<PeerId> = (1..3).map(|i| local_id(&sim.apps[i])).collect();
+    let owner = &mut sim.apps[0];
+    let world = owner.world_mut();
+    let mut stats = world.query::<(&Peer, &PeerStats)>();
+    let mut per_tick = |peer: PeerId| {
+        stats
+            .iter(world)
+            .find(|(p, _)| p.id == peer)
+            .map(|(_, stats)| stats.sent_bytes_per_sec / 60.0)
+            .expect("connected")
+    };
+    (per_tick(peers[0]), per_tick(peers[1]))
+}
+
+/// The figure in BENCHMARKS.md ("Interest management"):
+/// `cargo test --test integration interest::figure -- --nocapture`.
+#[test]
+fn figure_a_grid_rule_cuts_what_each_viewer_is_sent() {
+    let everything = bytes_per_tick(swaying);
+    let near_only = bytes_per_tick(swaying_on_a_grid);
+    println!(
+        "bytes per tick to each viewer, 400 moving entities: without interest {:.0} / {:.0}, \
+         grid radius 30 m {:.0} / {:.0}",
+        everything.0, everything.1, near_only.0, near_only.1
+    );
+    for (all, near) in [(everything.0, near_only.0), (everything.1, near_only.1)] {
+        assert!(
+            near * 5.0 < all,
+            "a viewer that sees about a tenth of the field should be sent far less: {near:.0} \
+             bytes per tick with the grid against {all:.0} without"
+        );
+    }
+}

@@ -83,7 +83,8 @@ impl SpatialIndex {
     /// Calls `found` with each entity within `reach` of `center`, and its distance. Looks at
     /// the cells that the sphere touches, or at every occupied cell when there are fewer.
     pub(super) fn near(&self, center: Vec3, reach: f32, mut found: impl FnMut(Entity, f32)) {
-        if !(reach >= 0.0) || !center.is_finite() {
+        // A NaN reach compares false both ways: it reaches nothing.
+        if reach.is_nan() || reach < 0.0 || !center.is_finite() {
             return;
         }
         let low = self.cell_of(center - Vec3::splat(reach));
