@@ -510,6 +510,14 @@ fn bytes_per_tick(setup: fn(&mut App)) -> (f32, f32) {
         }
     }
     sim.run_for(Duration::from_secs(3));
+    if sim.apps[0].world().contains_resource::<GridInterest>() {
+        for (index, at) in [
+            (1, Vec3::new(50.0, 50.0, 0.0)),
+            (2, Vec3::new(150.0, 150.0, 0.0)),
+        ] {
+            holds_what_is_near(&mut sim, index, at, 30.0);
+        }
+    }
     let peers: Vec<PeerId> = (1..3).map(|i| local_id(&sim.apps[i])).collect();
     let owner = &mut sim.apps[0];
     let world = owner.world_mut();
@@ -522,6 +530,44 @@ fn bytes_per_tick(setup: fn(&mut App)) -> (f32, f32) {
             .expect("connected")
     };
     (per_tick(peers[0]), per_tick(peers[1]))
+}
+
+/// Checks that `sim.apps[viewer]` holds the owner's (app 0's) entities within `radius` of `at`
+/// and none beyond the hysteresis band (a tenth of the radius), give or take a metre of sway.
+fn holds_what_is_near(sim: &mut Sim, viewer: usize, at: Vec3, radius: f32) {
+    let owner = local_id(&sim.apps[0]);
+    let world = sim.apps[0].world_mut();
+    let mut owned = world.query::<(&NetId, &Transform, &Owner, &Sways)>();
+    let distances: Vec<(u64, f32)> = owned
+        .iter(world)
+        .filter(|(_, _, o, _)| o.is_local())
+        .map(|(id, t, _, _)| (id.0, t.translation.distance(at)))
+        .collect();
+    let held: BTreeSet<u64> = held(&mut sim.apps[viewer])
+        .into_iter()
+        .filter(|(_, h)| h.owner == owner)
+        .map(|(id, _)| id)
+        .collect();
+    let must: Vec<u64> = distances
+        .iter()
+        .filter(|(_, d)| *d <= radius - 1.0)
+        .map(|(id, _)| *id)
+        .collect();
+    let may: BTreeSet<u64> = distances
+        .iter()
+        .filter(|(_, d)| *d <= radius * 1.1 + 1.0)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        must.len() > 10 && must.iter().all(|id| held.contains(id)),
+        "viewer {viewer} holds every entity within the radius ({} of them; it holds {})",
+        must.len(),
+        held.len()
+    );
+    assert!(
+        held.is_subset(&may),
+        "viewer {viewer} holds nothing beyond the radius and its hysteresis band"
+    );
 }
 
 /// The figure in BENCHMARKS.md ("Interest management"):

@@ -117,12 +117,18 @@ impl PeerView {
     /// Whether the entity numbered `wire` has its values sent to this peer in mutations: it is
     /// shown, and was not spawned there this tick (the spawn holds its current values).
     pub(super) fn shows(&self, wire: u32) -> bool {
+        if self.hidden.is_empty() && self.revealed_at.is_empty() {
+            return true; // no lookups for the common case
+        }
         !self.hidden.contains(&wire) && self.revealed_at.get(&wire) != Some(&self.tick)
     }
 
     /// The update this peer must have applied before a mutation of the entity numbered `wire`,
     /// beyond the entity's own: the spawn that last showed it the entity, if any.
     pub(super) fn needs(&self, wire: u32) -> u32 {
+        if self.revealed_at.is_empty() {
+            return 0;
+        }
         self.revealed_at.get(&wire).copied().unwrap_or(0)
     }
 }
@@ -507,10 +513,11 @@ impl Tick<'_> {
         let grid = world.get_resource::<GridInterest>().copied();
         let audiences = queries.audiences.iter(world).next().is_some();
         if grid.is_none() && !audiences && !interest.hides_anything() {
+            interest.queries = Some(queries);
             if interest.active {
                 interest.rest();
+                self.world.resource_mut::<InterestStats>().hidden.clear();
             }
-            interest.queries = Some(queries);
             return;
         }
         let everything = !interest.active || grid != interest.grid;
