@@ -589,3 +589,70 @@ fn figure_a_grid_rule_cuts_what_each_viewer_is_sent() {
         );
     }
 }
+
+#[test]
+fn a_change_made_just_after_an_entity_is_shown_is_not_lost() {
+    for seed in [88, 89, 90] {
+        change_after_showing(seed);
+    }
+}
+
+/// Under heavy loss the unreliable change can overtake the reliable spawn that shows the
+/// entity; it must wait for the spawn rather than be dropped (and acknowledged) before it.
+fn change_after_showing(seed: u64) {
+    let mut sim = Sim::new(
+        seed,
+        LinkConditioner {
+            latency: Duration::from_millis(20),
+            jitter: Duration::from_millis(10),
+            loss: 0.3,
+            ..LinkConditioner::PERFECT
+        },
+        2,
+        setup,
+    );
+    sim.connect_all();
+    let p1 = player(&sim.apps[1]);
+    let mut entities = Vec::new();
+    for index in 0..30 {
+        entities.push(spawn(&mut sim, 0, (Health(index), Audience::all_but([p1]))));
+    }
+    sim.run_for(Duration::from_millis(500));
+    for round in 1..=10u32 {
+        for (entity, _) in &entities {
+            sim.apps[0]
+                .world_mut()
+                .entity_mut(*entity)
+                .remove::<Audience>();
+        }
+        sim.step();
+        sim.step();
+        for (entity, _) in &entities {
+            sim.apps[0]
+                .world_mut()
+                .get_mut::<Health>(*entity)
+                .unwrap()
+                .0 = 1000 * round;
+        }
+        sim.run_until(
+            Duration::from_secs(5),
+            "peer 1 holds every entity with the change made after it was shown",
+            |sim| {
+                entities.iter().all(|(_, id)| {
+                    held(&mut sim.apps[1])
+                        .get(id)
+                        .is_some_and(|held| held.health == Some(Health(1000 * round)))
+                })
+            },
+        );
+        for (entity, _) in &entities {
+            sim.apps[0]
+                .world_mut()
+                .entity_mut(*entity)
+                .insert(Audience::all_but([p1]));
+        }
+        sim.run_until(Duration::from_secs(5), "peer 1 holds none", |sim| {
+            entities.iter().all(|(_, id)| !holds(&mut sim.apps[1], *id))
+        });
+    }
+}

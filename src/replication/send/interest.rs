@@ -96,11 +96,12 @@ pub(super) struct PeerView {
     hidden: HashSet<u32>,
     /// Entities of the spatial index within reach of its viewpoints at the last tick.
     near: HashSet<Entity>,
-    /// Entities it was shown again, with the tick of the spawn that showed them: mutations of
-    /// them need that update applied first.
-    revealed_at: HashMap<u32, u32>,
-    /// The current network tick.
-    tick: u32,
+    /// Entities it was shown again, by wire number, with the tick of the spawn that showed them:
+    /// mutations of them need that update applied first. Kept (even while no rule is in use)
+    /// until the entity's own structural tick passes it, it is hidden, or it is no longer ours.
+    floors: HashMap<u32, Floor>,
+    /// Wire numbers of the entities shown to it this tick: their spawn holds their values.
+    revealed_now: HashSet<u32>,
     /// This tick: entities it starts being shown (it is sent their spawn)...
     reveal: Vec<Entity>,
     /// ...and wire numbers of those it stops being shown (it is sent their despawn).
@@ -113,23 +114,30 @@ pub(super) struct PeerView {
     resumed: bool,
 }
 
+/// The update a peer must have applied before a mutation of an entity shown to it again.
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    entity: Entity,
+    tick: u32,
+}
+
 impl PeerView {
     /// Whether the entity numbered `wire` has its values sent to this peer in mutations: it is
     /// shown, and was not spawned there this tick (the spawn holds its current values).
     pub(super) fn shows(&self, wire: u32) -> bool {
-        if self.hidden.is_empty() && self.revealed_at.is_empty() {
+        if self.hidden.is_empty() && self.revealed_now.is_empty() {
             return true; // no lookups for the common case
         }
-        !self.hidden.contains(&wire) && self.revealed_at.get(&wire) != Some(&self.tick)
+        !self.hidden.contains(&wire) && !self.revealed_now.contains(&wire)
     }
 
     /// The update this peer must have applied before a mutation of the entity numbered `wire`,
     /// beyond the entity's own: the spawn that last showed it the entity, if any.
     pub(super) fn needs(&self, wire: u32) -> u32 {
-        if self.revealed_at.is_empty() {
+        if self.floors.is_empty() {
             return 0;
         }
-        self.revealed_at.get(&wire).copied().unwrap_or(0)
+        self.floors.get(&wire).map_or(0, |floor| floor.tick)
     }
 }
 
@@ -170,25 +178,42 @@ impl Interest {
             .extend(peers.continuity.resumed.iter().map(|(_, now)| *now));
     }
 
-    /// What `peer`'s mutations are filtered by.
+    /// What `peer`'s mutations are filtered by (while no rule is in use, only floors remain).
     pub(super) fn view(&self, peer: PeerId) -> &PeerView {
-        match self.views.get(&peer) {
-            Some(view) if self.active => view,
-            _ => &self.everything,
-        }
+        self.views.get(&peer).unwrap_or(&self.everything)
     }
 
     fn hides_anything(&self) -> bool {
         self.views.values().any(|view| !view.hidden.is_empty())
     }
 
-    /// No rule in use and nothing hidden: forgets everything until a rule comes back.
+    /// No rule in use and nothing hidden: forgets everything until a rule comes back, but the
+    /// floors of entities shown lately.
     fn rest(&mut self) {
         self.active = false;
         self.entities.clear();
         self.index = None;
         self.grid = None;
-        self.views.clear();
+        self.views.retain(|_, view| !view.floors.is_empty());
+        for view in self.views.values_mut() {
+            view.near.clear();
+            view.candidates.clear();
+        }
+    }
+
+    /// Drops the floors no longer needed: of entities no longer ours (or ours under another
+    /// number), or whose own structural tick (which every mutation of them needs) passed it;
+    /// and the views of peers gone.
+    fn prune_floors(&mut self, ownership: &Ownership, streams: &HashMap<PeerId, PeerStream>) {
+        let active = self.active;
+        self.views.retain(|peer, view| {
+            view.floors.retain(|wire, floor| {
+                ownership
+                    .owned(floor.entity)
+                    .is_some_and(|owned| owned.wire == *wire && owned.struct_tick < floor.tick)
+            });
+            streams.contains_key(peer) && (active || !view.floors.is_empty())
+        });
     }
 
     /// After this tick's messages: forgets the tick's transitions and the entities gone.
@@ -199,9 +224,10 @@ impl Interest {
             view.candidates.clear();
             view.fresh = false;
             view.resumed = false;
+            view.revealed_now.clear();
             for wire in &self.gone {
                 view.hidden.remove(wire);
-                view.revealed_at.remove(wire);
+                view.floors.remove(wire);
             }
         }
         self.gone.clear();
@@ -374,7 +400,6 @@ impl Interest {
         let mut concealed = Vec::new();
         let entities = &self.entities;
         for (peer, view) in &mut self.views {
-            view.tick = context.tick;
             let judge = Judge {
                 world: context.world,
                 roles: self.roles,
@@ -422,12 +447,17 @@ impl Interest {
                 if hidden && shown {
                     view.hidden.remove(&wire);
                     view.reveal.push(entity);
-                    view.revealed_at.insert(wire, context.tick);
+                    view.revealed_now.insert(wire);
+                    let floor = Floor {
+                        entity,
+                        tick: context.tick,
+                    };
+                    view.floors.insert(wire, floor);
                     self.revealed += 1;
                 } else if !hidden && !shown {
                     view.hidden.insert(wire);
                     view.conceal.push(wire);
-                    view.revealed_at.remove(&wire);
+                    view.floors.remove(&wire);
                     gone_from_view.push(entity);
                     self.concealed += 1;
                 }
@@ -505,6 +535,7 @@ impl Tick<'_> {
         let streams = &self.state.peers;
         let interest = &mut self.state.interest;
         interest.resumed.retain(|peer| !streams.contains_key(peer));
+        interest.prune_floors(self.ownership, streams);
         let mut queries = interest
             .queries
             .take()

@@ -54,7 +54,7 @@ impl Tick<'_> {
         let mut ops = Vec::with_capacity(self.ops.len() + view.reveal.len() + view.conceal.len());
         for op in &self.ops {
             let wire = op_wire(op);
-            if view.revealed_at.get(&wire) == Some(&self.tick) {
+            if view.revealed_now.contains(&wire) {
                 continue; // its spawn, below, holds all of it
             }
             if !view.hidden.contains(&wire) {
