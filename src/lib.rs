@@ -56,8 +56,9 @@ pub use wire::WireError;
 /// The usual imports.
 pub mod prelude {
     pub use crate::replication::{
-        HandToHostOnLeave, HostOwned, Interpolate, InterpolationAppExt, NetId, Owner, Replicated,
-        ReplicationAppExt, ReplicationPriority, Suspended, TransferOwnershipExt, TransformCodec,
+        Audience, GridInterest, HandToHostOnLeave, HostOwned, InterestAppExt, Interpolate,
+        InterpolationAppExt, NetId, Owner, Replicated, ReplicationAppExt, ReplicationPriority,
+        Suspended, TransferOwnershipExt, TransformCodec, Viewpoint,
     };
     pub use crate::{
         Channel, ConnectedPeers, DisconnectReason, FromPeer, HostChanged, MatchboxConfig, Peer,

@@ -427,6 +427,22 @@ impl Membership {
         self.host
     }
 
+    /// The member next in line: the most senior member of the session other than the host (this
+    /// peer included), which every peer elects if the host leaves a full mesh. `None` without a
+    /// host or another member.
+    pub(crate) fn successor(&self) -> Option<PeerId> {
+        let standing = self.standing?;
+        let host = self.host?;
+        std::iter::once((standing.rank, self.local?))
+            .chain(
+                self.session_members(standing.session)
+                    .map(|(peer, _, announced)| (announced.standing.rank, peer)),
+            )
+            .filter(|(_, peer)| *peer != host)
+            .min()
+            .map(|(_, peer)| peer)
+    }
+
     /// This peer's standing, once it has one.
     #[cfg(test)]
     pub(crate) fn standing(&self) -> Option<Standing> {

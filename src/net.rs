@@ -356,6 +356,7 @@ fn elect_host(
         let _ = endpoint.send(peer, Channel::Reliable, KIND_MEMBERSHIP, body, None);
     });
     peers.set_host(membership.host());
+    peers.set_successor(membership.successor());
     for event in membership.drain_events() {
         match event {
             MembershipEvent::Founded => info!("nobody else here: this peer founded the session"),

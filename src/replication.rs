@@ -11,14 +11,19 @@
 //!   sent again at the next tick unless newer ones went out since, so a lost packet never holds
 //!   up the ones behind it, and receivers keep the newest value of each component.
 //!
-//! A peer that joins gets every entity (a snapshot), then the changes. When an owner leaves,
-//! its entities are despawned everywhere, or taken over by the host if marked
+//! An owner may show an entity to some peers only ([`Audience`], [`GridInterest`]): the others
+//! never hold it nor receive anything of it, and get it, as it is then, when it is shown to them
+//! (see [`InterestAppExt`]).
+//!
+//! A peer that joins gets every entity it is shown (a snapshot), then the changes. When an
+//! owner leaves, its entities are despawned everywhere, or taken over by the host if marked
 //! [`HandToHostOnLeave`]; [`HostOwned`] entities move to whoever is host. Writes that do not
 //! come from an entity's owner are rejected and reported as
 //! [`PeerInputRejected`](crate::PeerInputRejected).
 
 mod authority;
 pub mod codec;
+mod interest;
 mod interpolation;
 mod local_changes;
 mod net_ids;
@@ -38,6 +43,9 @@ use serde::de::DeserializeOwned;
 
 use self::authority::Authority;
 use self::codec::{CodecError, ComponentCodec, SerdeCodec};
+pub use self::interest::{
+    Audience, GridExempt, GridInterest, InterestAppExt, InterestStats, Viewpoint,
+};
 pub use self::interpolation::{
     Interpolate, InterpolationAppExt, InterpolationConfig, InterpolationDelay,
     InterpolationSystems, Snapshots,
@@ -339,6 +347,7 @@ impl Plugin for ReplicationPlugin {
             .init_resource::<ReplicationStats>()
             .init_resource::<send::SendState>()
             .init_resource::<receive::ReceiveState>()
+            .init_resource::<InterestStats>()
             .add_observer(on_unreplicated)
             .add_observer(drop_merged_world)
             .add_systems(

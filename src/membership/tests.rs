@@ -337,3 +337,36 @@ fn bad_announcements_are_refused_without_allocating_what_they_claim() {
     membership.handle_announcement(PeerId(2), &good).unwrap();
     assert_eq!(membership.standing_of(PeerId(2)).map(|s| s.rank), Some(0));
 }
+
+#[test]
+fn the_successor_is_the_peer_the_others_elect_when_the_host_leaves() {
+    let mut room = Room::new(&[30, 20, 10]);
+    room.join(0);
+    room.join(1);
+    room.link(0, 1);
+    room.run(2 * room.config.settle_time);
+    room.join(2);
+    room.link_all();
+    room.run(room.config.mesh_grace + 500 * MS);
+    let host = room.agreed_host().expect("the room settled");
+    let successors: BTreeSet<_> = (0..3).map(|i| room.peers[i].successor()).collect();
+    assert_eq!(
+        successors.len(),
+        1,
+        "every peer names the same successor: {successors:?}"
+    );
+    let successor = successors
+        .into_iter()
+        .next()
+        .flatten()
+        .expect("one is named");
+    assert_ne!(successor, host, "the successor is not the host");
+    let host_index = room.ids.iter().position(|id| *id == host).unwrap();
+    room.leave(host_index);
+    room.run(room.config.mesh_grace + 500 * MS);
+    assert_eq!(
+        room.agreed_host(),
+        Some(successor),
+        "the peer named next in line is the one elected when the host leaves"
+    );
+}

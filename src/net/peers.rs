@@ -88,6 +88,8 @@ pub struct ConnectedPeers {
     peers: BTreeMap<PeerId, ConnectedPeer>,
     local_player: Option<PlayerId>,
     host: Option<PeerId>,
+    /// The member that would be host if the host left (see `Membership::successor`).
+    successor: Option<PeerId>,
     pub(crate) continuity: Continuity,
 }
 
@@ -183,6 +185,16 @@ impl ConnectedPeers {
 
     pub(crate) fn set_host(&mut self, host: Option<PeerId>) {
         self.host = host;
+    }
+
+    /// The member next in line to be host, this peer included: the most senior member other
+    /// than the host, whom the others elect when the host leaves a full mesh.
+    pub(crate) fn successor(&self) -> Option<PeerId> {
+        self.successor
+    }
+
+    pub(crate) fn set_successor(&mut self, successor: Option<PeerId>) {
+        self.successor = successor;
     }
 
     pub(crate) fn set_local(&mut self, local: Option<PeerId>) {

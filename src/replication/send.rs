@@ -4,10 +4,13 @@
 //! A tick runs as named phases over one [`Tick`] context: keep each peer's stream in step with
 //! who is connected, take in deliveries, announce entities that became ours, hand entities
 //! over, turn despawns and removals into operations, collect changed values, then send updates,
-//! snapshots for newcomers, and mutations. Each peer's bandwidth budget (`budget.rs`) is
-//! refilled first, charged with the updates and snapshots, and what is left goes to mutations.
+//! snapshots for newcomers, and mutations. Between collecting and sending, the interest phase
+//! ([`interest`]) decides what each peer is shown, and the sending phases follow its views.
+//! Each peer's bandwidth budget (`budget.rs`) is refilled first, charged with the updates and
+//! snapshots, and what is left goes to mutations.
 
 mod budget;
+mod interest;
 mod mutations;
 mod updates;
 
@@ -58,6 +61,8 @@ pub(crate) struct SendState {
     transfers: Vec<(Entity, PeerId)>,
     peers: HashMap<PeerId, PeerStream>,
     announce_query: Option<AnnounceQuery>,
+    /// What each peer is shown ([`interest`]).
+    interest: interest::Interest,
 }
 
 impl SendState {
@@ -110,6 +115,7 @@ pub(crate) fn send(world: &mut World) {
         return;
     };
     world.resource_scope(|world, mut state: Mut<SendState>| {
+        state.interest.note_resumes(&peers);
         if !state.due(delta, config.tick_rate) {
             return;
         }
@@ -208,6 +214,7 @@ impl Tick<'_> {
         self.hand_over();
         self.despawns_and_removals(changes);
         self.collect_values();
+        self.interest();
         self.send_updates();
         self.send_snapshots();
         self.send_mutations();
@@ -217,6 +224,7 @@ impl Tick<'_> {
                 stream.forget_unowned(self.ownership);
             }
         }
+        self.state.interest.finish();
         self.state.since = Some(self.this_run);
         self.publish_stats();
     }
@@ -300,8 +308,11 @@ impl Tick<'_> {
                 id
             });
             self.net_ids.bind(net_id, entity);
-            self.ownership.take_adopted(entity);
+            let adopted = self.ownership.take_adopted(entity).is_some();
             let owned = self.ownership.announce(entity, net_id, flags, self.tick);
+            if adopted {
+                self.state.interest.adopted(owned.wire);
+            }
             self.spawned_now.insert(entity);
             self.touched.push(entity);
             fresh.push((entity, owned));
@@ -446,7 +457,9 @@ impl Tick<'_> {
                 owned.struct_tick = self.tick;
             }
         }
-        if self.ops.is_empty() {
+        // Peers shown less than everything, or shown or hidden entities this tick, get their own.
+        let tailored = self.tailored_updates();
+        if self.ops.is_empty() && tailored.is_empty() {
             return;
         }
         let max_size = self.endpoint.config.max_message_size;
@@ -459,12 +472,14 @@ impl Tick<'_> {
             .map(|(peer, _)| *peer)
             .collect();
         for peer in receivers {
-            for message in &messages {
+            let sent = tailored.get(&peer).unwrap_or(&messages);
+            for message in sent {
                 let _ =
                     self.endpoint
                         .send(peer, Channel::Reliable, KIND_UPDATE, message.clone(), None);
             }
-            self.charge_reliable(peer, &messages);
+            let sent = sent.clone();
+            self.charge_reliable(peer, &sent);
         }
     }
 
@@ -499,6 +514,8 @@ impl Tick<'_> {
         }
         let max_size = self.endpoint.config.max_message_size;
         let messages = encode_updates(self.tick, snapshot.iter(), max_size);
+        // Newcomers shown less than everything get their own.
+        let tailored = self.tailored_snapshots(&snapshot);
         let newcomers: Vec<PeerId> = self
             .state
             .peers
@@ -510,14 +527,15 @@ impl Tick<'_> {
             })
             .collect();
         for peer in newcomers {
+            let sent = tailored.get(&peer).unwrap_or(&messages).clone();
             let given = given_again(self.ownership, &self.handed_now, peer);
             let given = encode_updates(self.tick, given.iter(), max_size);
-            for message in messages.iter().chain(&given) {
+            for message in sent.iter().chain(&given) {
                 let _ =
                     self.endpoint
                         .send(peer, Channel::Reliable, KIND_UPDATE, message.clone(), None);
             }
-            self.charge_reliable(peer, &messages);
+            self.charge_reliable(peer, &sent);
             self.charge_reliable(peer, &given);
         }
     }
@@ -553,10 +571,11 @@ impl Tick<'_> {
             next_token: &mut self.state.next_token,
             budget: self.budget,
         };
+        let interest = &self.state.interest;
         for (peer, stream) in &mut self.state.peers {
             // A snapshot sent this tick already holds every current value.
             if stream.snapshot_tick != self.tick {
-                mutations.send_to(*peer, stream);
+                mutations.send_to(*peer, stream, interest.view(*peer));
             }
         }
     }

@@ -18,6 +18,7 @@ mod entity_mapping;
 mod host_election;
 mod host_messages;
 mod hostile_signals;
+mod interest;
 mod interpolation;
 mod late_join;
 mod leave;

@@ -13,6 +13,7 @@ use super::super::registry::ReplicationRegistry;
 use super::super::wire::{GroupHeader, KIND_MUTATE, MutateHeader, entry_len, put_entry};
 use super::super::{PeerReplicationStats, ReplicationPriority};
 use super::budget::{Candidate, Rate, TokenBucket, Waiting, choose};
+use super::interest::PeerView;
 use super::net_form;
 use crate::channel::Channel;
 use crate::endpoint::Endpoint;
@@ -112,6 +113,13 @@ impl PeerStream {
         }
     }
 
+    /// The peer is no longer shown these entities: their values (sent or waiting for budget)
+    /// are owed no more.
+    pub(super) fn forget_entities(&mut self, entities: &[Entity]) {
+        self.owed
+            .retain(|(entity, _), _| !entities.contains(entity));
+    }
+
     /// Values of entities that are no longer ours need no acknowledgement.
     pub(super) fn forget_unowned(&mut self, ownership: &Ownership) {
         self.owed
@@ -195,8 +203,9 @@ impl MutationTick<'_> {
     /// Sends `peer` what changed, plus the values it has not acknowledged for half a round trip
     /// (until acknowledged or superseded) and those the budget held back, as far as its budget
     /// goes. Resending before an ack could arrive costs a little bandwidth for values that
-    /// stopped changing, and buys convergence within a few round trips whatever the loss.
-    pub(super) fn send_to(&mut self, peer: PeerId, stream: &mut PeerStream) {
+    /// stopped changing, and buys convergence within a few round trips whatever the loss. Only
+    /// values of entities `view` shows go out.
+    pub(super) fn send_to(&mut self, peer: PeerId, stream: &mut PeerStream, view: &PeerView) {
         let max = self.endpoint.config.max_unreliable_message();
         let owed = self.owed_values(peer, stream, max);
         let mut entries: Vec<Entry<'_>> = self
@@ -215,6 +224,7 @@ impl MutationTick<'_> {
             entity: value.entity,
             bytes: &value.bytes,
         }));
+        entries.retain(|entry| view.shows(entry.wire));
         if entries.is_empty() {
             // Nothing is due, so nothing waits for budget either.
             stream.stats.waiting = 0;
@@ -229,7 +239,7 @@ impl MutationTick<'_> {
         if self.budget.is_some() {
             self.keep_within_budget(stream, &mut entries);
         }
-        self.send_entries(peer, stream, &mut entries, max);
+        self.send_entries(peer, stream, view, &mut entries, max);
     }
 
     /// Packs `entries` into messages and sends them, charged to the peer's budget if there is
@@ -238,6 +248,7 @@ impl MutationTick<'_> {
         &mut self,
         peer: PeerId,
         stream: &mut PeerStream,
+        view: &PeerView,
         entries: &mut [Entry<'_>],
         max: usize,
     ) {
@@ -245,8 +256,10 @@ impl MutationTick<'_> {
         for batch in pack(entries, max) {
             let needs = batch
                 .iter()
-                .filter_map(|entry| self.ownership.owned(entry.entity))
-                .map(|owned| owned.struct_tick)
+                .filter_map(|entry| {
+                    let owned = self.ownership.owned(entry.entity)?;
+                    Some(owned.struct_tick.max(view.needs(entry.wire)))
+                })
                 .max()
                 .unwrap_or(0)
                 .max(stream.snapshot_tick);
