@@ -15,45 +15,20 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
+use bevy_peersync::MemoryNetwork;
 use bevy_peersync::prelude::*;
 use bevy_peersync::replication::ReplicationConfig;
-use bevy_peersync::transport::{MemoryTransport, Transport, TransportIo};
-use bevy_peersync::{MemoryNetwork, SocketState};
-use common::single_threaded;
+use common::{Counting, Traffic, single_threaded};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 const DT: Duration = Duration::from_nanos(16_666_667);
 const ENTITIES: usize = 10_000;
 const VIEWERS: usize = 4;
 const FIELD: f32 = 1000.0;
-
-/// Counts the bytes an app sends, both channels.
-struct Counting {
-    inner: MemoryTransport,
-    bytes: Arc<AtomicUsize>,
-}
-
-impl Transport for Counting {
-    fn receive(&mut self, now: Duration, io: &mut TransportIo) {
-        self.inner.receive(now, io);
-    }
-    fn send(&mut self, io: &mut TransportIo) {
-        let bytes: usize = io.outgoing.iter().map(|p| p.bytes.len()).sum();
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.inner.send(io);
-    }
-    fn state(&self) -> SocketState {
-        self.inner.state()
-    }
-    fn close(&mut self) {
-        self.inner.close();
-    }
-}
 
 /// Where an entity of the owner sways around.
 #[derive(Component)]
@@ -104,18 +79,18 @@ struct Room {
     owner: App,
     viewers: Vec<App>,
     net: MemoryNetwork,
-    bytes: Arc<AtomicUsize>,
+    sent: Arc<Traffic>,
     frame: u32,
 }
 
 impl Room {
     fn new(rules: Rules) -> Self {
         let net = MemoryNetwork::new(7);
-        let bytes = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(Traffic::default());
         let mut owner = app(
             PeerSocket::new(Counting {
                 inner: net.join(),
-                bytes: bytes.clone(),
+                traffic: sent.clone(),
             }),
             rules,
         );
@@ -146,7 +121,7 @@ impl Room {
             owner,
             viewers,
             net,
-            bytes,
+            sent,
             frame: 0,
         };
         for _ in 0..300 {
@@ -196,9 +171,9 @@ fn ticks(c: &mut Criterion) {
             bench.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let before = room.bytes.load(Ordering::Relaxed);
+                    let before = room.sent.total();
                     total += room.step();
-                    sent.0 += room.bytes.load(Ordering::Relaxed) - before;
+                    sent.0 += room.sent.total() - before;
                     sent.1 += 1;
                 }
                 total

@@ -25,68 +25,17 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
+use bevy_peersync::MemoryNetwork;
 use bevy_peersync::prelude::*;
 use bevy_peersync::replication::ReplicationConfig;
-use bevy_peersync::transport::{MemoryTransport, Transport, TransportIo};
-use bevy_peersync::{Channel, MemoryNetwork, SocketState};
 use bytes::Bytes;
-use common::{percentile, raw_pair, single_threaded};
+use common::{Counting, Traffic, percentile, raw_pair, single_threaded};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use peersync_lobby::{LobbyConfig, LobbyThread};
 use replicon::{RepliconReplicated, RepliconRoom, TransformEncoding};
 use serde::{Deserialize, Serialize};
 
 const DT: Duration = Duration::from_nanos(16_666_667);
-
-/// What an app has sent: bytes by channel, and packets.
-#[derive(Default)]
-struct Traffic {
-    unreliable: AtomicUsize,
-    reliable: AtomicUsize,
-    packets: AtomicUsize,
-}
-
-impl Traffic {
-    fn packets(&self) -> usize {
-        self.packets.load(Ordering::Relaxed)
-    }
-    fn unreliable(&self) -> usize {
-        self.unreliable.load(Ordering::Relaxed)
-    }
-    fn total(&self) -> usize {
-        self.unreliable() + self.reliable.load(Ordering::Relaxed)
-    }
-}
-
-/// Counts the bytes an app sends.
-struct Counting {
-    inner: MemoryTransport,
-    traffic: Arc<Traffic>,
-}
-
-impl Transport for Counting {
-    fn receive(&mut self, now: Duration, io: &mut TransportIo) {
-        self.inner.receive(now, io);
-    }
-    fn send(&mut self, io: &mut TransportIo) {
-        for packet in &io.outgoing {
-            let counter = match packet.channel {
-                Channel::Unreliable => &self.traffic.unreliable,
-                Channel::Reliable => &self.traffic.reliable,
-            };
-            counter.fetch_add(packet.bytes.len(), Ordering::Relaxed);
-        }
-        let packets = io.outgoing.len();
-        self.traffic.packets.fetch_add(packets, Ordering::Relaxed);
-        self.inner.send(io);
-    }
-    fn state(&self) -> SocketState {
-        self.inner.state()
-    }
-    fn close(&mut self) {
-        self.inner.close();
-    }
-}
 
 fn sim_app(socket: PeerSocket) -> App {
     let mut app = App::new();

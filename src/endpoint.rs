@@ -352,6 +352,7 @@ impl Endpoint {
                     let local = self.local.unwrap_or(PeerId(0));
                     match check_hello(&body, self.protocol_hash, peer, local) {
                         Ok(hello) => {
+                            link.early.proved_by(body.clone());
                             link.state = HandshakeState::Verified;
                             link.player = Some(hello.player);
                             verified = Some((hello.player, self.events.len()));
@@ -421,15 +422,9 @@ impl Endpoint {
                     });
                     break;
                 }
-                // Said again (we asked, or it feared both were lost): the same proof again.
-                (HandshakeState::Verified, KIND_HELLO)
-                    if check_hello(
-                        &body,
-                        self.protocol_hash,
-                        peer,
-                        self.local.unwrap_or(PeerId(0)),
-                    )
-                    .is_ok_and(|hello| Some(hello.player) == link.player) => {}
+                // Said again (we asked, or it feared both were lost): the same bytes as the hello
+                // verified (signatures are deterministic), so no second check is needed.
+                (HandshakeState::Verified, KIND_HELLO) if link.early.is_proof(&body) => {}
                 (HandshakeState::Verified, KIND_HELLO) => {
                     link.session.count_rejected();
                     self.events.push(EndpointEvent::Rejected {

@@ -1,12 +1,17 @@
-//! What both WebRTC benches share: the raw matchbox_socket baseline's sockets, the
-//! single-threaded executor switch, percentiles of individual samples.
+//! What the benches share: the raw matchbox_socket baseline's sockets, the single-threaded
+//! executor switch, percentiles of individual samples, a memory transport that counts what an
+//! app sends.
 
 #![allow(dead_code)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bevy::app::App;
 use bevy::ecs::schedule::{Schedules, SingleThreadedExecutor};
+use bevy_peersync::Channel;
+use bevy_peersync::transport::{MemoryTransport, SocketState, Transport, TransportIo};
 use matchbox_socket::{ChannelConfig, RtcIceServerConfig, WebRtcSocket, WebRtcSocketBuilder};
 
 /// A raw matchbox socket with the plugin's channel set (reliable, unreliable) and no ICE
@@ -54,4 +59,54 @@ pub fn single_threaded(app: &mut App) {
 pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort();
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// What an app has sent: bytes by channel, and packets.
+#[derive(Default)]
+pub struct Traffic {
+    pub unreliable: AtomicUsize,
+    pub reliable: AtomicUsize,
+    pub packets: AtomicUsize,
+}
+
+impl Traffic {
+    pub fn packets(&self) -> usize {
+        self.packets.load(Ordering::Relaxed)
+    }
+    pub fn unreliable(&self) -> usize {
+        self.unreliable.load(Ordering::Relaxed)
+    }
+    pub fn total(&self) -> usize {
+        self.unreliable() + self.reliable.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts the bytes an app sends.
+pub struct Counting {
+    pub inner: MemoryTransport,
+    pub traffic: Arc<Traffic>,
+}
+
+impl Transport for Counting {
+    fn receive(&mut self, now: Duration, io: &mut TransportIo) {
+        self.inner.receive(now, io);
+    }
+    fn send(&mut self, io: &mut TransportIo) {
+        for packet in &io.outgoing {
+            let counter = match packet.channel {
+                Channel::Unreliable => &self.traffic.unreliable,
+                Channel::Reliable => &self.traffic.reliable,
+            };
+            counter.fetch_add(packet.bytes.len(), Ordering::Relaxed);
+        }
+        let packets = io.outgoing.len();
+        self.traffic.packets.fetch_add(packets, Ordering::Relaxed);
+        self.inner.send(io);
+    }
+    fn state(&self) -> SocketState {
+        self.inner.state()
+    }
+    fn close(&mut self) {
+        self.inner.close();
+    }
 }

@@ -20,6 +20,8 @@ pub(crate) const WIRE_VERSION: u16 = 6;
 
 /// Most bytes of messages held from a peer whose hello has not come yet.
 pub(crate) const MAX_EARLY_BYTES: usize = 256 * 1024;
+/// What each held message counts for beyond its body, so that empty messages are bounded too.
+const HELD_MESSAGE_COST: usize = 32;
 /// Most times a link says its hello again when asked.
 const MAX_HELLOS_AGAIN: u8 = 3;
 
@@ -39,6 +41,8 @@ pub(crate) struct EarlyMessages {
     pub(crate) asked: bool,
     /// Times we said ours again when asked.
     said_again: u8,
+    /// The peer's hello, once verified: the same bytes again are a repeat, not a second hello.
+    proof: Option<Bytes>,
 }
 
 impl EarlyMessages {
@@ -51,14 +55,25 @@ impl EarlyMessages {
         kind: u16,
         body: Bytes,
     ) -> Option<bool> {
-        if self.bytes + body.len() > MAX_EARLY_BYTES {
+        let cost = body.len() + HELD_MESSAGE_COST;
+        if self.bytes + cost > MAX_EARLY_BYTES {
             return None;
         }
-        self.bytes += body.len();
+        self.bytes += cost;
         self.held.push((channel, kind, body));
         let ask = !self.asked;
         self.asked = true;
         Some(ask)
+    }
+
+    /// The peer's hello was verified.
+    pub(crate) fn proved_by(&mut self, hello: Bytes) {
+        self.proof = Some(hello);
+    }
+
+    /// Whether `hello` repeats the one verified.
+    pub(crate) fn is_proof(&self, hello: &[u8]) -> bool {
+        self.proof.as_deref() == Some(hello)
     }
 
     /// The messages held, once the hello came.

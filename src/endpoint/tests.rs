@@ -116,6 +116,43 @@ fn a_lost_hello_is_asked_for_again_and_what_came_before_it_is_read() {
     );
     let bodies: Vec<&[u8]> = after.iter().map(|m| &m.body[..]).collect();
     assert_eq!(bodies, vec![&b"first"[..], b"second"]);
+    // Its hello said again is a repeat, and ignored; a different one is still bad input.
+    let repeat = encode_hello(7, &PlayerIdentity::from_secret([1; 32]), a_id, b_id);
+    let other = encode_hello(7, &PlayerIdentity::from_secret([9; 32]), a_id, b_id);
+    for hello in [repeat, other] {
+        a.send(b_id, Channel::Reliable, KIND_HELLO, hello, None)
+            .unwrap();
+    }
+    exchange(&mut a, &mut b, a_id, b_id);
+    let events: Vec<_> = b.drain_events().collect();
+    assert!(
+        matches!(&events[..], [EndpointEvent::Rejected { peer, .. }] if *peer == a_id),
+        "only the hello of another player is reported: {events:?}"
+    );
+}
+
+/// What a peer may send before its hello is bounded by count as well as bytes: a flood of
+/// empty messages is refused, not held without end.
+#[test]
+fn a_flood_before_the_hello_is_refused_not_held() {
+    let (a_id, b_id) = (PeerId(1), PeerId(2));
+    let mut a = endpoint(7, a_id, 1);
+    let mut b = endpoint(7, b_id, 2);
+    a.handle_link(Duration::ZERO, LinkEvent::Up(b_id));
+    b.handle_link(Duration::ZERO, LinkEvent::Up(a_id));
+    a.flush(Duration::ZERO, &mut |_| {}); // the hello, lost
+    exchange(&mut b, &mut a, b_id, a_id);
+    a.drain_events().for_each(drop);
+    for _ in 0..10_000 {
+        a.send(b_id, Channel::Reliable, FIRST_APP_KIND, Bytes::new(), None)
+            .unwrap();
+    }
+    exchange(&mut a, &mut b, a_id, b_id);
+    let events: Vec<_> = b.drain_events().collect();
+    assert!(
+        matches!(&events[..], [EndpointEvent::Refused { peer, .. }] if *peer == a_id),
+        "10 000 empty messages before a hello should get the peer refused: {events:?}"
+    );
 }
 
 #[test]

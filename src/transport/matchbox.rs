@@ -177,11 +177,11 @@ impl MatchboxTransport {
         let (Some(probe), SocketState::Connected(id)) = (&self.probe, &self.state) else {
             return;
         };
-        let id = id.as_uuid().to_string();
-        if probe
-            .take_forgotten()
-            .is_some_and(|forgotten| forgotten == id)
-        {
+        // Mostly nothing to take: the id is only formatted when the lobby forgot someone.
+        let Some(forgotten) = probe.take_forgotten() else {
+            return;
+        };
+        if forgotten == id.as_uuid().to_string() {
             tracing::warn!(
                 "the lobby no longer has this player in the room (it closed our connection to \
                  it): rejoining, so that new players can reach this one (the players already \

@@ -172,18 +172,15 @@ fn world_values(app: &mut App) -> Vec<(u64, Owner, u32)> {
         .collect()
 }
 
-#[test]
-fn a_new_hosts_claim_waits_for_a_slower_peer_and_brings_the_values_changed_meanwhile() {
-    // The host founds the session alone, then two peers join: one that notices a silent peer
-    // after the default 2 s, one that needs 5 s and refuses a claim that waited 1 s.
-    let mut sim = Sim::new(13, LinkConditioner::PERFECT, 1, noting_blame);
+/// The first peer founds the session alone and spawns the world entity `world`; then a quick
+/// peer joins (one after the other, so it ranks right after the host whatever the ids), then a
+/// late one with its own `session`. Returns (sim, quick, late) once everyone holds the world.
+fn founded_room(seed: u64, world: impl Bundle, session: SessionConfig) -> (Sim, usize, usize) {
+    let mut sim = Sim::new(seed, LinkConditioner::PERFECT, 1, noting_blame);
     sim.run_until(Duration::from_secs(3), "the first peer founds", |sim| {
         sim.apps[0].world().resource::<ConnectedPeers>().is_host()
     });
-    sim.apps[0]
-        .world_mut()
-        .spawn((Replicated, HostOwned, Health(100), Tag("founding".into())));
-    // One after the other, so the quick peer ranks right after the host, whatever the ids.
+    sim.apps[0].world_mut().spawn(world);
     let quick = sim.join();
     sim.run_until(Duration::from_secs(3), "the quick peer settles", |sim| {
         sim.apps[quick]
@@ -191,38 +188,53 @@ fn a_new_hosts_claim_waits_for_a_slower_peer_and_brings_the_values_changed_meanw
             .resource::<ConnectedPeers>()
             .is_settled()
     });
-    let slow = sim.join_with_session(SessionConfig {
-        peer_timeout: Duration::from_secs(5),
-        ..SessionConfig::default()
-    });
-    sim.apps[slow]
-        .world_mut()
-        .resource_mut::<ReplicationConfig>()
-        .handover_timeout = Duration::from_secs(1);
+    let late = sim.join_with_session(session);
     sim.connect_all();
     sim.run_until(Duration::from_secs(2), "everyone holds the world", |sim| {
         sim.apps.iter_mut().all(|app| world_values(app).len() == 1)
     });
+    (sim, quick, late)
+}
+
+/// Steps until `app` owns the world entity (it took it over as the new host); returns it.
+fn until_it_owns_the_world(sim: &mut Sim, app: usize, limit: Duration, what: &str) -> Entity {
+    sim.run_until(limit, what, |sim| {
+        matches!(world_values(&mut sim.apps[app])[..], [(_, Owner::Local, _)])
+    });
+    sim.apps[app]
+        .world_mut()
+        .query_filtered::<Entity, With<HostOwned>>()
+        .single(sim.apps[app].world())
+        .unwrap()
+}
+
+#[test]
+fn a_new_hosts_claim_waits_for_a_slower_peer_and_brings_the_values_changed_meanwhile() {
+    // The host founds the session alone, then two peers join: one that notices a silent peer
+    // after the default 2 s, one that needs 5 s and refuses a claim that waited 1 s.
+    let (mut sim, quick, slow) = founded_room(
+        13,
+        (Replicated, HostOwned, Health(100), Tag("founding".into())),
+        SessionConfig {
+            peer_timeout: Duration::from_secs(5),
+            ..SessionConfig::default()
+        },
+    );
+    sim.apps[slow]
+        .world_mut()
+        .resource_mut::<ReplicationConfig>()
+        .handover_timeout = Duration::from_secs(1);
     let new_host = local_id(&sim.apps[quick]);
 
     // The host hangs. The quick peer drops it after 2 s, becomes host, claims the world entity
     // and changes it; the slow peer still sees the old host for 3 s more.
     sim.frozen = vec![0];
-    sim.run_until(
+    let world = until_it_owns_the_world(
+        &mut sim,
+        quick,
         Duration::from_secs(3),
         "the quick peer drops the hung host and owns the world",
-        |sim| {
-            matches!(
-                world_values(&mut sim.apps[quick])[..],
-                [(_, Owner::Local, _)]
-            )
-        },
     );
-    let world = sim.apps[quick]
-        .world_mut()
-        .query_filtered::<Entity, With<HostOwned>>()
-        .single(sim.apps[quick].world())
-        .unwrap();
     sim.run_for(Duration::from_millis(200));
     sim.apps[quick]
         .world_mut()
@@ -343,28 +355,14 @@ fn a_host_whose_network_drops_rejoins_as_itself_and_the_session_keeps_one_world(
 /// blamed, once the late one has noticed.
 #[test]
 fn a_host_departure_seen_six_seconds_apart_converges_on_one_host_and_one_world() {
-    let mut sim = Sim::new(29, LinkConditioner::PERFECT, 1, noting_blame);
-    sim.run_until(Duration::from_secs(3), "the first peer founds", |sim| {
-        sim.apps[0].world().resource::<ConnectedPeers>().is_host()
-    });
-    sim.apps[0]
-        .world_mut()
-        .spawn((Replicated, HostOwned, Health(100)));
-    let quick = sim.join();
-    sim.run_until(Duration::from_secs(3), "the quick peer settles", |sim| {
-        sim.apps[quick]
-            .world()
-            .resource::<ConnectedPeers>()
-            .is_settled()
-    });
-    let late = sim.join_with_session(SessionConfig {
-        peer_timeout: Duration::from_secs(10),
-        ..SessionConfig::default()
-    });
-    sim.connect_all();
-    sim.run_until(Duration::from_secs(2), "everyone holds the world", |sim| {
-        sim.apps.iter_mut().all(|app| world_values(app).len() == 1)
-    });
+    let (mut sim, quick, late) = founded_room(
+        29,
+        (Replicated, HostOwned, Health(100)),
+        SessionConfig {
+            peer_timeout: Duration::from_secs(10),
+            ..SessionConfig::default()
+        },
+    );
     let late_id = local_id(&sim.apps[late]);
     sim.net.delay_departures(late_id, Duration::from_secs(6));
     let new_host = local_id(&sim.apps[quick]);
@@ -372,21 +370,12 @@ fn a_host_departure_seen_six_seconds_apart_converges_on_one_host_and_one_world()
     // The host's socket goes away without a goodbye, and the host never runs again.
     drop(sim.apps[0].world_mut().remove_resource::<PeerSocket>());
     sim.frozen = vec![0];
-    sim.run_until(
+    let world = until_it_owns_the_world(
+        &mut sim,
+        quick,
         Duration::from_secs(1),
         "the quick survivor learns of the departure at once and owns the world",
-        |sim| {
-            matches!(
-                world_values(&mut sim.apps[quick])[..],
-                [(_, Owner::Local, _)]
-            )
-        },
     );
-    let world = sim.apps[quick]
-        .world_mut()
-        .query_filtered::<Entity, With<HostOwned>>()
-        .single(sim.apps[quick].world())
-        .unwrap();
     sim.apps[quick]
         .world_mut()
         .get_mut::<Health>(world)

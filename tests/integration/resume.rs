@@ -45,6 +45,21 @@ fn copies(app: &mut App, health: u32) -> Vec<(u64, Owner, bool)> {
         .collect()
 }
 
+/// The id `app` plays under now, if it is not `old` (it rejoined the room).
+fn new_id(app: &App, old: PeerId) -> Option<PeerId> {
+    app.world()
+        .resource::<ConnectedPeers>()
+        .local_id()
+        .filter(|id| *id != old)
+}
+
+/// The first frame of an app that was stopped for `stopped`: it sees the gap, so it rejoins.
+fn wake(app: &mut App, stopped: Duration) {
+    app.insert_resource(TimeUpdateStrategy::ManualDuration(stopped));
+    app.update();
+    app.insert_resource(TimeUpdateStrategy::ManualDuration(DT));
+}
+
 /// Three peers; the one at `player` (not the host) owns an entity with `Health(7)`, and the host
 /// a world entity with `Health(100)`.
 fn room() -> (Sim, usize, Entity) {
@@ -101,22 +116,15 @@ fn a_stopped_player_comes_back_as_itself_with_its_entities() {
         );
     }
     // It runs again: its first frame sees the 6 s gap, so it rejoins under a new id.
-    sim.apps[player].insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_secs(6)));
-    sim.apps[player].update();
-    sim.apps[player].insert_resource(TimeUpdateStrategy::ManualDuration(DT));
+    wake(&mut sim.apps[player], Duration::from_secs(6));
     let took = sim.run_until(
         Duration::from_secs(3),
         "the player is back under a new id and owns its entity again everywhere, unsuspended",
         |sim| {
-            let new_id = sim.apps[player]
-                .world()
-                .resource::<ConnectedPeers>()
-                .local_id();
-            new_id.is_some_and(|new_id| {
-                new_id != old_id
-                    && others.iter().all(|i| {
-                        copies(&mut sim.apps[*i], 7) == vec![(net_id, Owner::Peer(new_id), false)]
-                    })
+            new_id(&sim.apps[player], old_id).is_some_and(|new_id| {
+                others.iter().all(|i| {
+                    copies(&mut sim.apps[*i], 7) == vec![(net_id, Owner::Peer(new_id), false)]
+                })
             })
         },
     );
@@ -279,12 +287,7 @@ fn hand_over_to_a_player_whose_network_drops(took_it_over_first: bool) {
         Duration::from_secs(8),
         "the receiver is back under a new id and owns the entity everywhere, once, unsuspended",
         |sim| {
-            let Some(new_id) = sim.apps[receiver]
-                .world()
-                .resource::<ConnectedPeers>()
-                .local_id()
-                .filter(|id| *id != old_id)
-            else {
+            let Some(new_id) = new_id(&sim.apps[receiver], old_id) else {
                 return false;
             };
             (0..3).all(|i| {
@@ -378,22 +381,15 @@ fn a_player_back_before_the_others_dropped_it_keeps_the_same_entities() {
     sim.frozen = vec![player];
     sim.run_for(Duration::from_secs(4));
     sim.frozen.clear();
-    sim.apps[player].insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_secs(4)));
-    sim.apps[player].update();
-    sim.apps[player].insert_resource(TimeUpdateStrategy::ManualDuration(DT));
+    wake(&mut sim.apps[player], Duration::from_secs(4));
     sim.run_until(
         Duration::from_secs(3),
         "the player is back under a new id and owns its entity everywhere",
         |sim| {
-            let new_id = sim.apps[player]
-                .world()
-                .resource::<ConnectedPeers>()
-                .local_id();
-            new_id.is_some_and(|new_id| {
-                new_id != old_id
-                    && (0..2).all(|i| {
-                        copies(&mut sim.apps[i], 7) == vec![(net_id, Owner::Peer(new_id), false)]
-                    })
+            new_id(&sim.apps[player], old_id).is_some_and(|new_id| {
+                (0..2).all(|i| {
+                    copies(&mut sim.apps[i], 7) == vec![(net_id, Owner::Peer(new_id), false)]
+                })
             })
         },
     );

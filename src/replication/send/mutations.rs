@@ -129,11 +129,7 @@ impl PeerStream {
     /// The budget held `key` back at `tick` with `score`; `changed` if its value changed this
     /// tick (so it has not gone out as it is now).
     fn hold_back(&mut self, key: ValueKey, score: f32, tick: u32, changed: bool) {
-        let owed = self.owed.entry(key).or_insert(Owed {
-            tick,
-            sent_at: None,
-            waiting: None,
-        });
+        let owed = self.owe(key, tick);
         if changed {
             owed.tick = tick;
             owed.sent_at = None;
@@ -144,13 +140,18 @@ impl PeerStream {
         });
     }
 
-    /// `key` went out at `tick`, at `now`; `changed` if its value changed this tick.
-    fn sent(&mut self, key: ValueKey, tick: u32, now: Duration, changed: bool) {
-        let owed = self.owed.entry(key).or_insert(Owed {
+    /// What is owed of `key`, a value of `tick` not sent yet if nothing was.
+    fn owe(&mut self, key: ValueKey, tick: u32) -> &mut Owed {
+        self.owed.entry(key).or_insert(Owed {
             tick,
             sent_at: None,
             waiting: None,
-        });
+        })
+    }
+
+    /// `key` went out at `tick`, at `now`; `changed` if its value changed this tick.
+    fn sent(&mut self, key: ValueKey, tick: u32, now: Duration, changed: bool) {
+        let owed = self.owe(key, tick);
         if changed {
             owed.tick = tick;
         }
