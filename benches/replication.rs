@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 const DT: Duration = Duration::from_nanos(16_666_667);
 
-fn sim_app(socket: PeerSocket) -> App {
+fn sim_app(socket: PeerSocket, deltas: bool) -> App {
     let mut app = App::new();
     app.add_plugins((MinimalPlugins, PeersyncPlugin::with_socket(socket)))
         .insert_resource(TimeUpdateStrategy::ManualDuration(DT))
@@ -46,6 +46,7 @@ fn sim_app(socket: PeerSocket) -> App {
         .insert_resource(ReplicationConfig {
             tick_rate: 0.0,
             bandwidth_budget: None,
+            deltas,
             ..Default::default()
         })
         .replicate_codec::<Transform>(TransformCodec::default());
@@ -67,7 +68,9 @@ struct Room {
 }
 
 impl Room {
-    fn new(n: usize, receivers: usize) -> Self {
+    /// `deltas`: changed transforms go as differences (the default), or whole (the design
+    /// before them).
+    fn new(n: usize, receivers: usize, deltas: bool) -> Self {
         let net = MemoryNetwork::new(1);
         let counted = |traffic: &Arc<Traffic>| {
             PeerSocket::new(Counting {
@@ -77,7 +80,7 @@ impl Room {
         };
         let owner_sent = Arc::new(Traffic::default());
         let receiver_sent = Arc::new(Traffic::default());
-        let mut owner = sim_app(counted(&owner_sent));
+        let mut owner = sim_app(counted(&owner_sent), deltas);
         let receivers: Vec<App> = (0..receivers)
             .map(|i| {
                 let traffic = if i == 0 {
@@ -85,7 +88,7 @@ impl Room {
                 } else {
                     Arc::new(Traffic::default())
                 };
-                sim_app(counted(&traffic))
+                sim_app(counted(&traffic), deltas)
             })
             .collect();
         for i in 0..n {
@@ -136,7 +139,7 @@ fn move_all<M: Component>(app: &mut App, frame: u32) {
 }
 
 fn idle_frame(c: &mut Criterion) {
-    let mut room = Room::new(0, 1);
+    let mut room = Room::new(0, 1, true);
     c.bench_function("frame/no_entities", |bench| {
         bench.iter(|| {
             room.owner.update();
@@ -191,15 +194,20 @@ fn ticks(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(2));
     for n in [1_000usize, 10_000] {
-        let mut room = Room::new(n, 1);
+        let mut room = Room::new(n, 1, true);
         summary.extend(ours_owner(
             &mut group,
             &mut room,
             n,
             "owner_collect_encode_send",
         ));
-        ours_receiver(&mut group, &mut room, n);
+        ours_receiver(&mut group, &mut room, n, "receiver_decode_apply");
         summary.extend(bincode_baseline(&mut group, &mut room.owner, n));
+        drop(room);
+        // The design before differences: every changed value whole.
+        let mut room = Room::new(n, 1, false);
+        summary.extend(ours_owner(&mut group, &mut room, n, "owner_whole_values"));
+        ours_receiver(&mut group, &mut room, n, "receiver_whole_values");
         drop(room);
         for encoding in [TransformEncoding::SameCodec, TransformEncoding::Serde] {
             let mut room = RepliconRoom::new(encoding, 1, DT);
@@ -248,13 +256,13 @@ fn ours_owner(group: &mut Group, room: &mut Room, n: usize, name: &str) -> Optio
             total
         })
     });
-    crossing.line(&format!("ours, {receivers} receiver(s)"), n)
+    crossing.line(&format!("{name}, {receivers} receiver(s)"), n)
 }
 
 /// A receiver's frame after the owner's (unmeasured).
-fn ours_receiver(group: &mut Group, room: &mut Room, n: usize) {
+fn ours_receiver(group: &mut Group, room: &mut Room, n: usize, name: &str) {
     let mut frame = 1_000_000;
-    group.bench_function(BenchmarkId::new("receiver_decode_apply", n), |bench| {
+    group.bench_function(BenchmarkId::new(name, n), |bench| {
         bench.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
@@ -396,7 +404,7 @@ fn four_receivers(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(1));
     for n in [1_000usize, 10_000] {
-        let mut room = Room::new(n, RECEIVERS);
+        let mut room = Room::new(n, RECEIVERS, true);
         summary.extend(ours_owner(
             &mut group,
             &mut room,

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::endpoint::{Endpoint, Received};
 use crate::replication::codec::ComponentCodec;
 use crate::replication::wire::{
-    ComponentValue, GroupHeader, MutateHeader, Spawn, SpawnFlags, UpdateMessage, UpdateOp,
-    decode_update, put_entry,
+    ComponentValue, EntryForm, GroupHeader, MutateHeader, Spawn, SpawnFlags, UpdateMessage,
+    UpdateOp, decode_update, put_delta_entry, put_entry,
 };
 use crate::replication::{Replicated, ReplicationAppExt, ReplicationConfig, TransformCodec};
 use crate::transport::{LinkEvent, MemoryTransport, Packet, Transport, TransportIo};
@@ -375,9 +375,21 @@ fn messages() -> [Vec<u8>; 4] {
     GroupHeader {
         component: 0,
         count: 1,
+        base: None,
     }
     .encode(&mut mutate);
     put_entry(&mut mutate, 1, &value);
+    // The same value in a group of differences: whole, then as a difference from itself.
+    GroupHeader {
+        component: 0,
+        count: 2,
+        base: Some(1),
+    }
+    .encode(&mut mutate);
+    put_delta_entry(&mut mutate, 1, EntryForm::Whole(value.len() as u32));
+    mutate.extend_from_slice(&value);
+    put_delta_entry(&mut mutate, 0, EntryForm::FromGroupBase);
+    mutate.push(0);
     let mut despawn = Vec::new();
     UpdateMessage {
         tick: 3,

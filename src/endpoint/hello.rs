@@ -16,7 +16,7 @@ const SIGNING_CONTEXT: &[u8] = b"bevy_peersync hello";
 /// the player identity. 4: mutation messages carry their owner's clock (for interpolation).
 /// 5: tracked messages and their answers (library kinds 5 and 6). 6: a peer may ask for the
 /// hello again (library kind 7).
-pub(crate) const WIRE_VERSION: u16 = 6;
+pub(crate) const WIRE_VERSION: u16 = 7;
 
 /// Most bytes of messages held from a peer whose hello has not come yet.
 pub(crate) const MAX_EARLY_BYTES: usize = 256 * 1024;

@@ -11,6 +11,11 @@ use serde::de::DeserializeOwned;
 
 use crate::wire::{decode_serde_prefix, encode_serde_into};
 
+mod delta;
+
+pub(crate) use self::delta::{BASELINES_KEPT, MAX_BASELINE_LEN};
+pub use self::delta::{ByteDelta, DeltaCodec};
+
 /// Why a value could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodecError(pub String);
@@ -36,6 +41,13 @@ pub trait ComponentCodec<C>: Send + Sync + 'static {
     /// Reads one value from the front of `input`, advancing it past what was read. Input is
     /// untrusted: return an error rather than panic, and allocate only what the input holds.
     fn decode(&self, input: &mut &[u8]) -> Result<C, CodecError>;
+
+    /// How values are sent as differences from one the receiver has, if they can be: the codec's
+    /// own [`DeltaCodec`], which a registration picks up (`None` by default; set one for any
+    /// codec with [`replicate_delta`](super::ReplicationAppExt::replicate_delta)).
+    fn delta(&self) -> Option<Box<dyn DeltaCodec>> {
+        None
+    }
 }
 
 /// A pair of functions as a codec: what [`replicate_with`](super::ReplicationAppExt::replicate_with)

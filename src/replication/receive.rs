@@ -10,20 +10,20 @@ use bevy::prelude::*;
 use bevy::time::Real;
 use bytes::Bytes;
 
+use self::baselines::ReceivedBaselines;
 use super::authority::{self, Authority, Fate, PendingClaim, Verdict};
-use super::interpolation;
 use super::net_ids::NetIds;
 use super::ownership::Ownership;
 use super::registry::{ErasedComponent, ReplicationRegistry};
-use super::wire::{
-    GroupHeader, KIND_MUTATE, KIND_UPDATE, MutateHeader, Spawn, UpdateOp, decode_update, read_wire,
-};
+use super::wire::{KIND_MUTATE, KIND_UPDATE, Spawn, UpdateOp, decode_update};
 use super::{HandToHostOnLeave, HostOwned, NetId, Owner, Replicated, ReplicationConfig};
 use crate::error::InputError;
 use crate::net::{ConnectedPeers, KindQueues, reject_input};
 use crate::peer::PeerId;
-use crate::wire::{Reader, WireError};
+use crate::wire::WireError;
 
+mod baselines;
+mod mutations;
 mod resume;
 
 /// What arrived from one owner so far.
@@ -33,6 +33,18 @@ struct OwnerStream {
     update_tick: u32,
     /// Mutation messages waiting for the update they need: (needs, message).
     buffered: VecDeque<(u32, Bytes)>,
+    /// Its last values of the components it sends as differences.
+    baselines: ReceivedBaselines,
+    /// Values this frame that could not be read for want of their baseline.
+    refused: Vec<RefusedValue>,
+}
+
+/// A value in an owner's message of `tick` that could not be read for want of its baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct RefusedValue {
+    tick: u32,
+    component: u16,
+    wire: u32,
 }
 
 /// The receiving side's own state.
@@ -86,6 +98,7 @@ pub(crate) fn receive(world: &mut World) {
     for (peer, error) in rejected {
         reject_input(world, peer, error);
     }
+    mutations::send_refusals(world);
 }
 
 /// One frame's work on the world.
@@ -209,6 +222,7 @@ impl Apply<'_> {
                     }
                 }
                 UpdateOp::Despawn { wire } => {
+                    self.forget_baselines(sender, wire);
                     if let Some(entity) = self.ownership.entity_of(sender, wire) {
                         self.despawn(entity);
                     } else {
@@ -222,6 +236,7 @@ impl Apply<'_> {
                         self.reject(sender, InputError::Unauthorized(reason));
                         continue;
                     }
+                    self.forget_baselines(sender, wire);
                     if self.ownership.entity_of(sender, wire).is_none() {
                         self.authority.handed_on(sender, wire, to);
                     } else {
@@ -411,87 +426,6 @@ impl Apply<'_> {
                 error,
             },
         );
-    }
-
-    fn mutation(&mut self, sender: PeerId, message: Bytes) {
-        let needs = match MutateHeader::decode(&mut Reader::new(&message)) {
-            Ok(header) => header.needs,
-            Err(error) => return self.reject(sender, InputError::Malformed(error)),
-        };
-        let limit = self.config.mutation_buffer;
-        let stream = self.streams.entry(sender).or_default();
-        if stream.update_tick < needs {
-            stream.buffered.push_back((needs, message));
-            while stream.buffered.len() > limit {
-                stream.buffered.pop_front();
-            }
-            return;
-        }
-        self.apply_mutation(sender, &message);
-    }
-
-    fn apply_mutation(&mut self, sender: PeerId, message: &[u8]) {
-        let result = self.try_apply_mutation(sender, message);
-        // Values written outside a mutation (spawns, insertions) have no send time.
-        interpolation::end_message(self.world);
-        if let Err(error) = result {
-            self.reject(sender, error);
-        }
-    }
-
-    fn try_apply_mutation(&mut self, sender: PeerId, message: &[u8]) -> Result<(), InputError> {
-        let mut reader = Reader::new(message);
-        let header = MutateHeader::decode(&mut reader)?;
-        // Interpolated components buffer the values with their time instead of showing them.
-        interpolation::begin_message(self.world, sender, header.time, self.now);
-        while !reader.is_empty() {
-            let group = GroupHeader::decode(&mut reader)?;
-            let registration = self
-                .registry
-                .get(group.component)
-                .ok_or(InputError::Malformed(WireError::OutOfRange(
-                    "component index",
-                )))?;
-            // Each entry takes at least one byte, so the input bounds the loop, not the count.
-            for _ in 0..group.count {
-                let wire = read_wire(&mut reader)?;
-                let mut input = reader.rest();
-                // Newer than what was applied: its tick is recorded now (one lookup, not two).
-                // If the value then fails to decode, the whole message is rejected as malformed.
-                let target = self.ownership.entity_of(sender, wire).filter(|entity| {
-                    self.ownership
-                        .replica_mut(*entity)
-                        .is_some_and(|replica| replica.advance(group.component, header.tick))
-                });
-                let decoded = match target {
-                    Some(entity) => {
-                        self.decode_onto(sender, &*registration.erased, entity, &mut input)
-                    }
-                    None => {
-                        let value = input;
-                        let skipped = registration.erased.decode_skip(&mut input);
-                        if skipped.is_ok() {
-                            let value = &value[..value.len() - input.len()];
-                            self.authority.later_value(
-                                sender,
-                                wire,
-                                group.component,
-                                header.tick,
-                                Some(value),
-                            );
-                        }
-                        skipped
-                    }
-                };
-                decoded.map_err(|error| InputError::Decode {
-                    type_name: registration.name,
-                    error: error.0,
-                })?;
-                let consumed = reader.remaining() - input.len();
-                reader.bytes(consumed)?;
-            }
-        }
-        Ok(())
     }
 
     /// Decodes a value onto `entity`, translating the entity references in it (the sender's

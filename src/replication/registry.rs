@@ -9,7 +9,7 @@ use bevy::ecs::entity::{EntityMapper, MapEntities};
 use bevy::ecs::query::QueryState;
 use bevy::prelude::*;
 
-use super::codec::{CodecError, ComponentCodec};
+use super::codec::{CodecError, ComponentCodec, DeltaCodec};
 use super::local_changes::LocalChanges;
 use super::{Owner, Replicated};
 use crate::protocol::ProtocolRegistry;
@@ -235,6 +235,8 @@ pub(crate) struct Registration {
     pub(crate) name: &'static str,
     type_id: TypeId,
     pub(crate) erased: Box<dyn ErasedComponent>,
+    /// How its values go as differences, if they do.
+    pub(crate) delta: Option<Box<dyn DeltaCodec>>,
 }
 
 /// Every replicated component, in registration order: the index is the wire id.
@@ -275,6 +277,8 @@ pub(crate) fn register<C: Component<Mutability = Mutable>>(
     );
     let index = index as u16;
     let query = world.query_filtered::<(Entity, Ref<C>, &Owner), With<Replicated>>();
+    let delta = codec.delta();
+    let differences = if delta.is_some() { ":delta" } else { "" };
     world
         .resource_mut::<ReplicationRegistry>()
         .components
@@ -287,9 +291,10 @@ pub(crate) fn register<C: Component<Mutability = Mutable>>(
                 query,
                 receive_hook: None,
             }),
+            delta,
         });
     world.resource_mut::<ProtocolRegistry>().push(format!(
-        "component:{name}:{}",
+        "component:{name}:{}{differences}",
         if map.is_some() { "mapped" } else { "plain" }
     ));
     app.add_observer(
@@ -316,4 +321,19 @@ pub(crate) fn set_receive_hook<C: Component<Mutability = Mutable>>(
         }
         None => false,
     }
+}
+
+/// Sends values of `C` as differences with `delta`.
+pub(crate) fn set_delta<C: Component>(app: &mut App, delta: Box<dyn DeltaCodec>) {
+    let name = type_name::<C>();
+    let mut registry = app.world_mut().resource_mut::<ReplicationRegistry>();
+    let registration = registry
+        .components
+        .iter_mut()
+        .find(|registration| registration.type_id == TypeId::of::<C>())
+        .unwrap_or_else(|| panic!("register {name} for replication before its differences"));
+    registration.delta = Some(delta);
+    app.world_mut()
+        .resource_mut::<ProtocolRegistry>()
+        .push(format!("delta:{name}"));
 }

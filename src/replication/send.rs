@@ -9,9 +9,11 @@
 //! Each peer's bandwidth budget (`budget.rs`) is refilled first, charged with the updates and
 //! snapshots, and what is left goes to mutations.
 
+mod baselines;
 mod budget;
 mod interest;
 mod mutations;
+mod stream;
 mod updates;
 
 use std::time::Duration;
@@ -23,9 +25,11 @@ use bevy::prelude::*;
 use bevy::time::Real;
 use bytes::Bytes;
 
+use self::baselines::Refusal;
 use self::budget::Rate;
-use self::mutations::{ChangedValue, MutationTick, PeerStream, ValueKey};
-use self::updates::{components_of, encode_updates};
+use self::mutations::{ChangedValue, MutationTick, ValueKey};
+use self::stream::PeerStream;
+use self::updates::{components_of, encode_updates, given_again};
 use super::local_changes::{Abandoned, LocalChanges};
 use super::net_ids::NetIds;
 use super::ownership::{Owned, Ownership};
@@ -63,6 +67,8 @@ pub(crate) struct SendState {
     announce_query: Option<AnnounceQuery>,
     /// What each peer is shown ([`interest`]).
     interest: interest::Interest,
+    /// Values peers could not read as differences, to send whole ([`baselines`]).
+    refused: Vec<Refusal>,
 }
 
 impl SendState {
@@ -114,6 +120,7 @@ pub(crate) fn send(world: &mut World) {
         changes.abandoned.clear();
         return;
     };
+    baselines::take_refusals(world);
     world.resource_scope(|world, mut state: Mut<SendState>| {
         state.interest.note_resumes(&peers);
         if !state.due(delta, config.tick_rate) {
@@ -156,6 +163,7 @@ pub(crate) fn send(world: &mut World) {
                             now,
                             tick_period,
                             budget,
+                            deltas: config.deltas,
                             ops: Vec::new(),
                             touched: Vec::new(),
                             spawned_now: HashSet::new(),
@@ -192,6 +200,8 @@ struct Tick<'a> {
     tick_period: Duration,
     /// Each peer's bandwidth budget, if there is one.
     budget: Option<Rate>,
+    /// Whether values go as differences where they can.
+    deltas: bool,
     tick: u32,
     this_run: ChangeTick,
     /// This tick's update operations, in order.
@@ -210,6 +220,7 @@ impl Tick<'_> {
     fn run(&mut self, changes: LocalChanges) {
         self.sync_peers();
         self.take_deliveries();
+        self.refused_baselines();
         self.announce();
         self.hand_over();
         self.despawns_and_removals(changes);
@@ -570,6 +581,7 @@ impl Tick<'_> {
             values: &self.values,
             next_token: &mut self.state.next_token,
             budget: self.budget,
+            deltas: self.deltas,
         };
         let interest = &self.state.interest;
         for (peer, stream) in &mut self.state.peers {
@@ -579,19 +591,6 @@ impl Tick<'_> {
             }
         }
     }
-}
-
-/// Hand-overs to `peer` it has not claimed, said again now that it connected: it is a player
-/// that came back under a new id (the hand-overs were moved to it) and may never have heard
-/// them. Only to it: another peer could not tell this from a hand-over to a stranger. A player
-/// that did take them over before it dropped ignores them, as it no longer knows our numbers.
-fn given_again(ownership: &Ownership, handed_now: &[HandedOver], peer: PeerId) -> Vec<UpdateOp> {
-    ownership
-        .given_to(peer)
-        .into_iter()
-        .filter(|wire| !handed_now.iter().any(|handed| handed.owned.wire == *wire))
-        .map(|wire| UpdateOp::HandOver { wire, to: peer })
-        .collect()
 }
 
 /// Maps local entities to the `Entity` form of their net id, for mapped components.

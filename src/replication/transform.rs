@@ -4,11 +4,17 @@
 //! position in 2 mm steps as three zigzag varints (3 bytes each within ±2 km), and the rotation
 //! as the index of its largest component plus the other three in 9 bits each (the largest is
 //! implied by unit length), 30 bits with the scale flag. Scale is only sent when it is not 1.
+//! Sent as a difference from a value the receiver has (`delta.rs`), a moving transform takes
+//! about 6 bytes.
 
 use bevy::math::{Quat, Vec3};
 use bevy::transform::components::Transform;
 
-use super::codec::{CodecError, ComponentCodec, dequantize, quantize, read_zigzag, write_zigzag};
+use super::codec::{
+    CodecError, ComponentCodec, DeltaCodec, dequantize, quantize, read_zigzag, write_zigzag,
+};
+
+mod delta;
 
 /// The transform codec and its precision. Every peer must use the same settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,6 +141,10 @@ impl ComponentCodec<Transform> for TransformCodec {
             rotation,
             scale,
         })
+    }
+
+    fn delta(&self) -> Option<Box<dyn DeltaCodec>> {
+        Some(Box::new(*self))
     }
 }
 

@@ -10,7 +10,11 @@
 //!           | 0x04 wire:varint                                                                      despawn
 //!           | 0x05 wire:varint to:u128                                                              hand over
 //! mutate   (unreliable, kind 2) := tick:varint needs:varint time:varint group*
-//! group    := component:varint n:varint (wire:varint value)^n
+//! group    := (component << 1):varint n:varint (wire:varint value)^n                    whole values
+//!           | (component << 1 | 1):varint n:varint base:varint entry^n                 differences
+//! entry    := (gap << 2 | 0):varint delta                     from the value of tick (tick - base)
+//!           | (gap << 2 | 1):varint age:varint delta          from the value of tick (tick - age)
+//!           | (gap << 2 | 2):varint len:varint value          whole
 //! ```
 //!
 //! `wire` is the sender's own short number for an entity it owns; `net_id` names the entity in
@@ -21,6 +25,13 @@
 //! interpolates knows when each value was true (see [`interpolation`](super::interpolation)); a
 //! mutation message with no group says that nothing else changed up to that time. Mutation values carry no length: their codec reads exactly what it
 //! wrote, which keeps a moving entity at 15 bytes with the transform codec.
+//!
+//! Components with a [`DeltaCodec`](super::codec::DeltaCodec) go in groups of differences: each
+//! entry names its entity by the `gap` from the previous entry's number (the entries are sorted),
+//! and holds its value whole or as the difference from the value of an earlier tick the receiver
+//! acknowledged (see `send/baselines.rs`); `base` is the age most entries of the group use. A
+//! whole value carries its length there, so a receiver can keep it as a baseline without decoding
+//! it twice.
 
 use bytes::Bytes;
 
@@ -31,6 +42,8 @@ use crate::wire::{Reader, WireError, put_varint, varint_len};
 pub(crate) const KIND_UPDATE: u16 = 1;
 /// Message kind of mutation messages (unreliable channel).
 pub(crate) const KIND_MUTATE: u16 = 2;
+/// Message kind of the values a receiver could not read as differences (unreliable channel).
+pub(crate) const KIND_REFUSED: u16 = 8;
 
 const OP_SPAWN: u8 = 0x01;
 const OP_INSERT: u8 = 0x02;
@@ -305,25 +318,124 @@ impl MutateHeader {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct GroupHeader {
     pub(crate) component: u16,
-    /// How many `wire value` entries follow.
+    /// How many entries follow.
     pub(crate) count: u32,
+    /// For a group of differences: the age (in ticks before the message's) of the baseline
+    /// that its entries with no age of their own are differences from.
+    pub(crate) base: Option<u32>,
 }
 
 impl GroupHeader {
-    /// At most a three-byte component index and a five-byte count.
-    pub(crate) const MAX_LEN: usize = 8;
+    /// At most a three-byte component index and two five-byte varints.
+    pub(crate) const MAX_LEN: usize = 13;
 
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        put_varint(out, u64::from(self.component));
+        let differences = u64::from(self.base.is_some());
+        put_varint(out, (u64::from(self.component) << 1) | differences);
         put_varint(out, u64::from(self.count));
+        if let Some(base) = self.base {
+            put_varint(out, u64::from(base));
+        }
     }
 
     pub(crate) fn decode(reader: &mut Reader<'_>) -> Result<Self, WireError> {
+        let first = reader.varint_max((u64::from(u16::MAX) << 1) | 1, "component index")?;
+        let count = read_u32(reader, "group size")?;
+        let base = match first & 1 {
+            0 => None,
+            _ => Some(read_u32(reader, "baseline age")?),
+        };
         Ok(Self {
-            component: read_component(reader)?,
-            count: read_u32(reader, "group size")?,
+            component: (first >> 1) as u16,
+            count,
+            base,
         })
     }
+}
+
+/// Values a receiver could not read in the owner's mutation message of `tick`: it lacked
+/// their baselines, and wants them whole.
+///
+/// ```text
+/// refused  (unreliable, kind 8) := tick:varint n:varint (component:varint wire:varint)^n
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Refused {
+    pub(crate) tick: u32,
+    pub(crate) values: Vec<(u16, u32)>,
+}
+
+impl Refused {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, u64::from(self.tick));
+        put_varint(out, self.values.len() as u64);
+        for (component, wire) in &self.values {
+            put_varint(out, u64::from(*component));
+            put_varint(out, u64::from(*wire));
+        }
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let mut reader = Reader::new(bytes);
+        let tick = read_u32(&mut reader, "tick")?;
+        let count = reader.varint_max(MAX_COUNT, "value count")?;
+        // Each value takes at least two bytes: the count cannot claim more than the input holds.
+        let mut values = Vec::with_capacity((count as usize).min(reader.remaining() / 2));
+        for _ in 0..count {
+            values.push((read_component(&mut reader)?, read_wire(&mut reader)?));
+        }
+        if !reader.is_empty() {
+            return Err(WireError::OutOfRange("bytes after the values"));
+        }
+        Ok(Self { tick, values })
+    }
+}
+
+/// How an entry of a group of differences holds its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryForm {
+    /// The difference from the value of the group's baseline age.
+    FromGroupBase,
+    /// The difference from the value this many ticks before the message's.
+    FromAge(u32),
+    /// The whole value, this many bytes long.
+    Whole(u32),
+}
+
+/// The start of an entry of a group of differences: its entity's number as the gap from the
+/// previous entry's, and the form of its value.
+pub(crate) fn put_delta_entry(out: &mut Vec<u8>, gap: u32, form: EntryForm) {
+    let (mode, extra) = match form {
+        EntryForm::FromGroupBase => (0, None),
+        EntryForm::FromAge(age) => (1, Some(age)),
+        EntryForm::Whole(len) => (2, Some(len)),
+    };
+    put_varint(out, (u64::from(gap) << 2) | mode);
+    if let Some(extra) = extra {
+        put_varint(out, u64::from(extra));
+    }
+}
+
+/// Bytes [`put_delta_entry`] writes.
+pub(crate) fn delta_entry_len(gap: u32, form: EntryForm) -> usize {
+    let extra = match form {
+        EntryForm::FromGroupBase => 0,
+        EntryForm::FromAge(value) | EntryForm::Whole(value) => varint_len(u64::from(value)),
+    };
+    varint_len(u64::from(gap) << 2) + extra
+}
+
+/// Reads the start of an entry of a group of differences: the gap and the value's form.
+pub(crate) fn read_delta_entry(reader: &mut Reader<'_>) -> Result<(u32, EntryForm), WireError> {
+    let head = reader.varint_max((u64::from(u32::MAX) << 2) | 3, "entity")?;
+    let gap = (head >> 2) as u32;
+    let form = match head & 3 {
+        0 => EntryForm::FromGroupBase,
+        1 => EntryForm::FromAge(read_u32(reader, "baseline age")?),
+        2 => EntryForm::Whole(read_u32(reader, "value length")?),
+        _ => return Err(WireError::OutOfRange("value form")),
+    };
+    Ok((gap, form))
 }
 
 /// Appends one entry of a group: the entity's number, then its value's bytes.
@@ -343,158 +455,4 @@ pub(crate) fn read_wire(reader: &mut Reader<'_>) -> Result<u32, WireError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn value(component: u16, bytes: &'static [u8]) -> ComponentValue {
-        ComponentValue {
-            component,
-            bytes: Bytes::from_static(bytes),
-        }
-    }
-
-    fn sample() -> UpdateMessage {
-        UpdateMessage {
-            tick: 77,
-            ops: vec![
-                UpdateOp::Spawn(Spawn {
-                    wire: 1,
-                    net_id: 0xdead_beef_0000_0001,
-                    flags: SpawnFlags {
-                        host_owned: true,
-                        hand_to_host: false,
-                    },
-                    components: vec![value(0, b"abc"), value(3, b"")],
-                }),
-                UpdateOp::Insert {
-                    wire: 300,
-                    components: vec![value(2, b"x")],
-                },
-                UpdateOp::Remove {
-                    wire: 1,
-                    components: vec![0, 3],
-                },
-                UpdateOp::Despawn { wire: 9 },
-                UpdateOp::HandOver {
-                    wire: 1,
-                    to: PeerId(u128::MAX - 5),
-                },
-            ],
-        }
-    }
-
-    fn encoded(message: &UpdateMessage) -> Bytes {
-        let mut bytes = Vec::new();
-        message.encode(&mut bytes);
-        Bytes::from(bytes)
-    }
-
-    #[test]
-    fn updates_round_trip() {
-        assert_eq!(decode_update(&encoded(&sample())), Ok(sample()));
-    }
-
-    #[test]
-    fn a_truncated_update_fails_whole() {
-        let bytes = encoded(&sample());
-        for cut in 1..bytes.len() {
-            if let Ok(message) = decode_update(&bytes.slice(..cut)) {
-                // A cut between two operations is a valid, shorter message.
-                assert!(message.ops.len() < sample().ops.len());
-            }
-        }
-    }
-
-    #[test]
-    fn unknown_spawn_flags_are_refused() {
-        let mut bytes = encoded(&sample()).to_vec();
-        // tick (1 byte), op, wire, net id (8 bytes), then the flags byte.
-        bytes[1 + 1 + 1 + 8] = 0x80;
-        assert_eq!(
-            decode_update(&Bytes::from(bytes)),
-            Err(WireError::OutOfRange("spawn flags"))
-        );
-    }
-
-    #[test]
-    fn mutation_headers_round_trip() {
-        let mut out = Vec::new();
-        MutateHeader {
-            tick: u32::MAX,
-            needs: 3,
-            time: u64::MAX,
-        }
-        .encode(&mut out);
-        GroupHeader {
-            component: u16::MAX,
-            count: u32::MAX,
-        }
-        .encode(&mut out);
-        assert!(out.len() <= MutateHeader::MAX_LEN + GroupHeader::MAX_LEN);
-        let mut reader = Reader::new(&out);
-        assert_eq!(
-            MutateHeader::decode(&mut reader),
-            Ok(MutateHeader {
-                tick: u32::MAX,
-                needs: 3,
-                time: u64::MAX,
-            })
-        );
-        assert_eq!(
-            GroupHeader::decode(&mut reader),
-            Ok(GroupHeader {
-                component: u16::MAX,
-                count: u32::MAX
-            })
-        );
-    }
-
-    fn op() -> impl Strategy<Value = (u8, u32, u64, Vec<(u16, Vec<u8>)>)> {
-        (
-            1u8..=5,
-            any::<u32>(),
-            any::<u64>(),
-            proptest::collection::vec(
-                (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..20)),
-                0..4,
-            ),
-        )
-    }
-
-    proptest! {
-        #[test]
-        fn any_update_round_trips(tick: u32, ops in proptest::collection::vec(op(), 0..10)) {
-            let ops: Vec<UpdateOp> = ops
-                .into_iter()
-                .map(|(kind, wire, id, components)| {
-                    let values: Vec<ComponentValue> = components
-                        .iter()
-                        .map(|(c, b)| ComponentValue { component: *c, bytes: Bytes::from(b.clone()) })
-                        .collect();
-                    match kind {
-                        1 => UpdateOp::Spawn(Spawn {
-                            wire,
-                            net_id: id,
-                            flags: SpawnFlags { host_owned: id & 1 != 0, hand_to_host: id & 2 != 0 },
-                            components: values,
-                        }),
-                        2 => UpdateOp::Insert { wire, components: values },
-                        3 => UpdateOp::Remove { wire, components: components.iter().map(|(c, _)| *c).collect() },
-                        4 => UpdateOp::Despawn { wire },
-                        _ => UpdateOp::HandOver { wire, to: PeerId(u128::from(id) << 3) },
-                    }
-                })
-                .collect();
-            let message = UpdateMessage { tick, ops };
-            prop_assert_eq!(decode_update(&encoded(&message)), Ok(message));
-        }
-
-        #[test]
-        fn any_bytes_decode_or_fail(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let bytes = Bytes::from(bytes);
-            let _ = decode_update(&bytes);
-            let _ = MutateHeader::decode(&mut Reader::new(&bytes));
-        }
-    }
-}
+mod tests;

@@ -13,6 +13,7 @@ mod churn_figures;
 mod connection;
 mod convergence;
 mod delivery;
+mod deltas;
 mod demo_headless;
 mod entity_mapping;
 mod host_election;

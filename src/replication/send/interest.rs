@@ -28,7 +28,7 @@ use bevy::prelude::*;
 
 use self::grid::SpatialIndex;
 use super::Tick;
-use super::mutations::PeerStream;
+use super::stream::PeerStream;
 use crate::identity::PlayerId;
 use crate::net::ConnectedPeers;
 use crate::peer::PeerId;

@@ -4,164 +4,29 @@
 
 use std::time::Duration;
 
-use bevy::platform::collections::{HashMap, HashSet};
+use bevy::platform::collections::HashSet;
 use bevy::prelude::*;
 use bytes::Bytes;
 
+use super::super::ReplicationPriority;
 use super::super::ownership::Ownership;
 use super::super::registry::ReplicationRegistry;
-use super::super::wire::{GroupHeader, KIND_MUTATE, MutateHeader, entry_len, put_entry};
-use super::super::{PeerReplicationStats, ReplicationPriority};
-use super::budget::{Candidate, Rate, TokenBucket, Waiting, choose};
+use super::super::wire::{
+    EntryForm, GroupHeader, KIND_MUTATE, MutateHeader, delta_entry_len, entry_len, put_delta_entry,
+    put_entry,
+};
+use super::baselines::{Form, common_age, form_of};
+use super::budget::{Candidate, Rate, choose};
 use super::interest::PeerView;
 use super::net_form;
+use super::stream::{InFlight, PeerStream, QUIET_MARKERS};
 use crate::channel::Channel;
 use crate::endpoint::Endpoint;
 use crate::peer::PeerId;
-use crate::session::Delivery;
+use crate::wire::varint_len;
 
 /// A component value of an entity owned here, identified by entity and registration index.
 pub(super) type ValueKey = (Entity, u16);
-
-/// A value the peer may not have: sent and not acknowledged yet, or held back by the budget.
-#[derive(Debug, Clone, Copy)]
-struct Owed {
-    /// The tick it last changed: any message of this tick or later carried it as it is.
-    tick: u32,
-    /// When it last went out (first sent, or resent); `None` when it is due at once: it has not
-    /// gone out since it changed (the budget held it back), or the message that carried it was
-    /// lost.
-    sent_at: Option<Duration>,
-    /// What it accumulated while the budget held it back.
-    waiting: Option<Waiting>,
-}
-
-/// A mutation message in flight: the tick it carried and which values.
-#[derive(Debug)]
-struct InFlight {
-    tick: u32,
-    values: Vec<ValueKey>,
-}
-
-/// What one peer has been sent.
-#[derive(Debug, Default)]
-pub(super) struct PeerStream {
-    /// Still to be sent every entity (it just connected).
-    pub(super) needs_snapshot: bool,
-    /// The tick of the snapshot it was sent: mutations need at least that.
-    pub(super) snapshot_tick: u32,
-    /// The newest value of each entity's component, from when it changes until the peer
-    /// acknowledges it.
-    owed: HashMap<ValueKey, Owed>,
-    /// Mutation messages not yet acknowledged or lost, by delivery token.
-    in_flight: HashMap<u64, InFlight>,
-    /// Ticks left in which a message with no values goes out when nothing changed: it tells
-    /// an interpolating receiver that the values it has are still current, so it holds them
-    /// instead of extrapolating past where they stopped. A few, since any of them may be lost.
-    quiet_markers: u8,
-    /// The bytes replication may send this peer now.
-    pub(super) budget: TokenBucket,
-    /// What the budget held back so far.
-    pub(super) stats: PeerReplicationStats,
-}
-
-/// How many value-less mutation messages follow the last one with values.
-const QUIET_MARKERS: u8 = 3;
-
-impl PeerStream {
-    /// A peer that just connected: it gets a snapshot first.
-    pub(super) fn new_peer() -> Self {
-        Self {
-            needs_snapshot: true,
-            ..Default::default()
-        }
-    }
-
-    /// The peer was sent a snapshot at `tick`: what was in flight or waiting before no longer
-    /// matters. Its budget (charged with the snapshot) and figures carry on.
-    pub(super) fn snapshot_sent(&mut self, tick: u32) {
-        *self = Self {
-            snapshot_tick: tick,
-            budget: self.budget,
-            stats: PeerReplicationStats {
-                waiting: 0,
-                ..self.stats
-            },
-            ..Default::default()
-        };
-    }
-
-    /// An acknowledged value needs no resend; a lost one is due at once. Any message that went
-    /// out since the value last changed carried it as it is, so the ack of an earlier resend
-    /// counts as much as the latest one's (otherwise a value that stopped changing would be
-    /// resent forever whenever acks take longer than the resend interval).
-    pub(super) fn delivered(&mut self, token: u64, delivery: Delivery) {
-        let Some(in_flight) = self.in_flight.remove(&token) else {
-            return;
-        };
-        for key in in_flight.values {
-            if let Some(owed) = self.owed.get_mut(&key)
-                && owed.tick <= in_flight.tick
-            {
-                match delivery {
-                    Delivery::Delivered => {
-                        self.owed.remove(&key);
-                    }
-                    Delivery::Lost => owed.sent_at = None,
-                }
-            }
-        }
-    }
-
-    /// The peer is no longer shown these entities: their values (sent or waiting for budget)
-    /// are owed no more.
-    pub(super) fn forget_entities(&mut self, entities: &[Entity]) {
-        self.owed
-            .retain(|(entity, _), _| !entities.contains(entity));
-    }
-
-    /// Values of entities that are no longer ours need no acknowledgement.
-    pub(super) fn forget_unowned(&mut self, ownership: &Ownership) {
-        self.owed
-            .retain(|(entity, _), _| ownership.is_owned(*entity));
-    }
-
-    /// The budget held `key` back at `tick` with `score`; `changed` if its value changed this
-    /// tick (so it has not gone out as it is now).
-    fn hold_back(&mut self, key: ValueKey, score: f32, tick: u32, changed: bool) {
-        let owed = self.owe(key, tick);
-        if changed {
-            owed.tick = tick;
-            owed.sent_at = None;
-        }
-        owed.waiting = Some(Waiting {
-            priority: score,
-            since: owed.waiting.map_or(tick, |waiting| waiting.since),
-        });
-    }
-
-    /// What is owed of `key`, a value of `tick` not sent yet if nothing was.
-    fn owe(&mut self, key: ValueKey, tick: u32) -> &mut Owed {
-        self.owed.entry(key).or_insert(Owed {
-            tick,
-            sent_at: None,
-            waiting: None,
-        })
-    }
-
-    /// `key` went out at `tick`, at `now`; `changed` if its value changed this tick.
-    fn sent(&mut self, key: ValueKey, tick: u32, now: Duration, changed: bool) {
-        let owed = self.owe(key, tick);
-        if changed {
-            owed.tick = tick;
-        }
-        owed.sent_at = Some(now);
-        if let Some(waiting) = owed.waiting.take() {
-            let waited = tick.saturating_sub(waiting.since);
-            self.stats.longest_wait = self.stats.longest_wait.max(waited);
-        }
-    }
-}
 
 /// A value that changed this tick, encoded in the tick's value buffer.
 #[derive(Debug, Clone)]
@@ -179,7 +44,49 @@ struct Entry<'a> {
     component: u16,
     wire: u32,
     entity: Entity,
+    /// The value's full encoding.
     bytes: &'a [u8],
+    form: Form,
+}
+
+impl Entry<'_> {
+    /// Bytes the entry takes after an entry for `previous` (none: first of its group) in a group
+    /// whose baseline age is `common`.
+    fn len(&self, previous: Option<u32>, common: u32) -> usize {
+        let gap = self.wire.wrapping_sub(previous.unwrap_or(0));
+        match self.form {
+            Form::Plain => entry_len(self.wire, self.bytes),
+            Form::Whole => {
+                delta_entry_len(gap, EntryForm::Whole(self.bytes.len() as u32)) + self.bytes.len()
+            }
+            Form::Delta { age, start, end } => {
+                let form = if age == common {
+                    EntryForm::FromGroupBase
+                } else {
+                    EntryForm::FromAge(age)
+                };
+                delta_entry_len(gap, form) + (end - start) as usize
+            }
+        }
+    }
+
+    /// About the bytes it takes, wherever it goes: for the budget.
+    fn cost(&self) -> usize {
+        match self.form {
+            Form::Plain => entry_len(self.wire, self.bytes),
+            Form::Whole => 1 + varint_len(self.bytes.len() as u64) + self.bytes.len(),
+            Form::Delta { start, end, .. } => 1 + (end - start) as usize,
+        }
+    }
+}
+
+/// The entries of one message, with what writing them needs.
+struct Batch<'e, 'b> {
+    entries: &'e [Entry<'b>],
+    /// The baseline age of each component's group of differences.
+    common: &'e [(u16, u32)],
+    /// The tick's differences, which [`Form::Delta`] points into.
+    differences: &'e [u8],
 }
 
 /// What sending one peer its mutations needs from the tick.
@@ -198,6 +105,8 @@ pub(super) struct MutationTick<'a> {
     pub(super) next_token: &'a mut u64,
     /// The per-peer budget, if there is one.
     pub(super) budget: Option<Rate>,
+    /// Whether values of components with a delta codec go as differences.
+    pub(super) deltas: bool,
 }
 
 impl MutationTick<'_> {
@@ -217,6 +126,7 @@ impl MutationTick<'_> {
                 wire: value.wire,
                 entity: value.entity,
                 bytes: &self.values[value.range.clone()],
+                form: Form::Plain,
             })
             .collect();
         entries.extend(owed.iter().map(|value| Entry {
@@ -224,6 +134,7 @@ impl MutationTick<'_> {
             wire: value.wire,
             entity: value.entity,
             bytes: &value.bytes,
+            form: Form::Plain,
         }));
         entries.retain(|entry| view.shows(entry.wire));
         if entries.is_empty() {
@@ -237,10 +148,24 @@ impl MutationTick<'_> {
         }
         // Values go out or wait: either way no quiet marker may say nothing changed.
         stream.quiet_markers = QUIET_MARKERS;
+        let mut differences = Vec::new();
+        if self.deltas {
+            for entry in &mut entries {
+                let key = (entry.entity, entry.component);
+                entry.form = form_of(
+                    self.registry,
+                    &stream.baselines,
+                    self.tick,
+                    &key,
+                    entry.bytes,
+                    &mut differences,
+                );
+            }
+        }
         if self.budget.is_some() {
             self.keep_within_budget(stream, &mut entries);
         }
-        self.send_entries(peer, stream, view, &mut entries, max);
+        self.send_entries(peer, stream, view, &mut entries, &differences, max);
     }
 
     /// Packs `entries` into messages and sends them, charged to the peer's budget if there is
@@ -251,11 +176,27 @@ impl MutationTick<'_> {
         stream: &mut PeerStream,
         view: &PeerView,
         entries: &mut [Entry<'_>],
+        differences: &[u8],
         max: usize,
     ) {
-        entries.sort_by_key(|entry| entry.component);
-        for batch in pack(entries, max) {
+        // By entity number within each component: groups of differences name each entity by
+        // the gap from the previous one.
+        entries.sort_unstable_by_key(|entry| (entry.component, entry.wire));
+        let common: Vec<(u16, u32)> = entries
+            .chunk_by(|a, b| a.component == b.component)
+            .map(|group| {
+                let forms = group.iter().map(|entry| entry.form);
+                (group[0].component, common_age(forms))
+            })
+            .collect();
+        for entries in pack(entries, &common, max) {
+            let batch = Batch {
+                entries,
+                common: &common,
+                differences,
+            };
             let needs = batch
+                .entries
                 .iter()
                 .filter_map(|entry| {
                     let owned = self.ownership.owned(entry.entity)?;
@@ -266,7 +207,7 @@ impl MutationTick<'_> {
                 .max(stream.snapshot_tick);
             let mut message = Vec::with_capacity(max);
             self.header(needs).encode(&mut message);
-            write_groups(&mut message, batch);
+            batch.write(&mut message);
             let size = message.len();
             *self.next_token += 1;
             let token = *self.next_token;
@@ -283,21 +224,24 @@ impl MutationTick<'_> {
             if let Some(rate) = self.budget {
                 stream.budget.charge(size, rate);
             }
-            let values: Vec<ValueKey> = batch
-                .iter()
-                .map(|entry| (entry.entity, entry.component))
-                .collect();
-            for key in &values {
-                let changed = self.changed_keys.contains(key);
-                stream.sent(*key, self.tick, self.now, changed);
+            let mut in_flight = InFlight {
+                tick: self.tick,
+                ..Default::default()
+            };
+            for entry in batch.entries {
+                let key = (entry.entity, entry.component);
+                let changed = self.changed_keys.contains(&key);
+                stream.sent(key, self.tick, self.now, changed);
+                if let Form::Delta { .. } = entry.form {
+                    stream.stats.differences += 1;
+                }
+                if entry.form != Form::Plain {
+                    stream.baselines.sent(key, self.tick);
+                    in_flight.carried.push(key, entry.bytes);
+                }
+                in_flight.values.push(key);
             }
-            stream.in_flight.insert(
-                token,
-                InFlight {
-                    tick: self.tick,
-                    values,
-                },
-            );
+            stream.in_flight.insert(token, in_flight);
         }
     }
 
@@ -305,7 +249,7 @@ impl MutationTick<'_> {
     /// the others wait for a later tick with what they accumulated.
     fn keep_within_budget(&self, stream: &mut PeerStream, entries: &mut Vec<Entry<'_>>) {
         let available = stream.budget.available();
-        let cost = |entry: &Entry<'_>| entry_len(entry.wire, entry.bytes);
+        let cost = Entry::cost;
         // Group headers and further message headers are left out: the charge after sending is
         // exact, so they come out of the next tick's budget.
         let overhead = MutateHeader::MAX_LEN;
@@ -433,27 +377,35 @@ struct OwedValue {
     bytes: Vec<u8>,
 }
 
-/// Splits entries (sorted by component) into batches whose message fits `max` bytes.
-fn pack<'e, 'b>(entries: &'e [Entry<'b>], max: usize) -> Vec<&'e [Entry<'b>]> {
+/// Splits entries (sorted by component, then entity) into batches whose message fits `max`
+/// bytes.
+fn pack<'e, 'b>(
+    entries: &'e [Entry<'b>],
+    common: &[(u16, u32)],
+    max: usize,
+) -> Vec<&'e [Entry<'b>]> {
     let mut batches = Vec::new();
     let mut start = 0;
     let mut size = MutateHeader::MAX_LEN;
     let mut group: Option<u16> = None;
+    let mut previous: Option<u32> = None;
     for (index, entry) in entries.iter().enumerate() {
-        let group_header = if group == Some(entry.component) {
-            0
-        } else {
-            GroupHeader::MAX_LEN
-        };
-        let len = entry_len(entry.wire, entry.bytes);
+        let new_group = group != Some(entry.component);
+        if new_group {
+            previous = None;
+        }
+        let group_header = if new_group { GroupHeader::MAX_LEN } else { 0 };
+        let age = common_of(common, entry.component);
+        let len = entry.len(previous, age);
         if index > start && size + group_header + len > max {
             batches.push(&entries[start..index]);
             start = index;
-            size = MutateHeader::MAX_LEN + GroupHeader::MAX_LEN + len;
+            size = MutateHeader::MAX_LEN + GroupHeader::MAX_LEN + entry.len(None, age);
         } else {
             size += group_header + len;
         }
         group = Some(entry.component);
+        previous = Some(entry.wire);
     }
     if start < entries.len() {
         batches.push(&entries[start..]);
@@ -461,16 +413,58 @@ fn pack<'e, 'b>(entries: &'e [Entry<'b>], max: usize) -> Vec<&'e [Entry<'b>]> {
     batches
 }
 
-/// Writes entries (sorted by component) as groups.
-fn write_groups(out: &mut Vec<u8>, entries: &[Entry<'_>]) {
-    for group in entries.chunk_by(|a, b| a.component == b.component) {
-        GroupHeader {
-            component: group[0].component,
-            count: group.len() as u32,
-        }
-        .encode(out);
-        for entry in group {
-            put_entry(out, entry.wire, entry.bytes);
+/// The baseline age of `component`'s group.
+fn common_of(common: &[(u16, u32)], component: u16) -> u32 {
+    common
+        .iter()
+        .find(|(of, _)| *of == component)
+        .map_or(0, |(_, age)| *age)
+}
+
+impl Batch<'_, '_> {
+    /// Writes the entries as groups.
+    fn write(&self, out: &mut Vec<u8>) {
+        for group in self.entries.chunk_by(|a, b| a.component == b.component) {
+            let component = group[0].component;
+            if group[0].form == Form::Plain {
+                GroupHeader {
+                    component,
+                    count: group.len() as u32,
+                    base: None,
+                }
+                .encode(out);
+                for entry in group {
+                    put_entry(out, entry.wire, entry.bytes);
+                }
+                continue;
+            }
+            let common = common_of(self.common, component);
+            GroupHeader {
+                component,
+                count: group.len() as u32,
+                base: Some(common),
+            }
+            .encode(out);
+            let mut previous = 0;
+            for entry in group {
+                let gap = entry.wire.wrapping_sub(previous);
+                previous = entry.wire;
+                match entry.form {
+                    Form::Delta { age, start, end } => {
+                        let form = if age == common {
+                            EntryForm::FromGroupBase
+                        } else {
+                            EntryForm::FromAge(age)
+                        };
+                        put_delta_entry(out, gap, form);
+                        out.extend_from_slice(&self.differences[start as usize..end as usize]);
+                    }
+                    Form::Plain | Form::Whole => {
+                        put_delta_entry(out, gap, EntryForm::Whole(entry.bytes.len() as u32));
+                        out.extend_from_slice(entry.bytes);
+                    }
+                }
+            }
         }
     }
 }
@@ -479,22 +473,44 @@ fn write_groups(out: &mut Vec<u8>, entries: &[Entry<'_>]) {
 mod tests {
     use super::*;
 
-    fn entry(component: u16, bytes: &[u8]) -> Entry<'_> {
+    fn entry(component: u16, wire: u32, bytes: &[u8], form: Form) -> Entry<'_> {
         Entry {
             component,
-            wire: 1,
+            wire,
             entity: Entity::PLACEHOLDER,
             bytes,
+            form,
         }
     }
 
     #[test]
     fn batches_fit_the_limit_and_keep_every_entry() {
         let value = [7u8; 100];
-        let entries: Vec<Entry<'_>> = (0..40).map(|i| entry(i / 10, &value)).collect();
-        let batches = pack(&entries, 1146);
-        assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 40);
-        for batch in &batches {
+        let differences = [3u8; 60];
+        let forms = |i: u32| match i % 3 {
+            0 => Form::Whole,
+            1 => Form::Delta {
+                age: 2,
+                start: 0,
+                end: 60,
+            },
+            _ => Form::Delta {
+                age: 300,
+                start: 10,
+                end: 50,
+            },
+        };
+        // Two plain groups, then two groups of differences.
+        let entries: Vec<Entry<'_>> = (0..80)
+            .map(|i| match i / 20 {
+                group @ 0..2 => entry(group as u16, i * 1000, &value, Form::Plain),
+                group => entry(group as u16, i * 1000, &value, forms(i)),
+            })
+            .collect();
+        let common = [(2, 2), (3, 2)];
+        let batches = pack(&entries, &common, 1146);
+        assert_eq!(batches.iter().map(|b| b.len()).sum::<usize>(), 80);
+        for entries in &batches {
             let mut out = Vec::new();
             MutateHeader {
                 tick: u32::MAX,
@@ -502,60 +518,22 @@ mod tests {
                 time: u64::MAX,
             }
             .encode(&mut out);
-            write_groups(&mut out, batch);
+            let batch = Batch {
+                entries,
+                common: &common,
+                differences: &differences,
+            };
+            batch.write(&mut out);
             assert!(
                 out.len() <= 1146,
                 "a batch of {} entries is {} bytes",
-                batch.len(),
+                entries.len(),
                 out.len()
             );
         }
         assert!(
-            batches.len() <= 4,
-            "about eleven 101-byte entries per packet"
-        );
-    }
-
-    #[test]
-    fn the_ack_of_an_earlier_resend_settles_a_value_that_stopped_changing() {
-        let key = (Entity::PLACEHOLDER, 3);
-        let mut stream = PeerStream::default();
-        // Changed at tick 5 and sent; resent at ticks 7 and 9 before any ack came back.
-        stream.owed.insert(
-            key,
-            Owed {
-                tick: 5,
-                sent_at: Some(Duration::from_millis(90)),
-                waiting: None,
-            },
-        );
-        for (token, tick) in [(1, 5), (2, 7), (3, 9)] {
-            stream.in_flight.insert(
-                token,
-                InFlight {
-                    tick,
-                    values: vec![key],
-                },
-            );
-        }
-        stream.delivered(1, Delivery::Delivered);
-        assert!(
-            stream.owed.is_empty(),
-            "the first ack carried the value as it still is: no more resends"
-        );
-        // A value that changed after the acked message is still owed.
-        stream.owed.insert(
-            key,
-            Owed {
-                tick: 10,
-                sent_at: None,
-                waiting: None,
-            },
-        );
-        stream.delivered(3, Delivery::Delivered);
-        assert!(
-            stream.owed.contains_key(&key),
-            "tick 9 did not carry the tick-10 value"
+            batches.len() <= 7,
+            "about eleven 102-byte entries per packet, or more differences"
         );
     }
 }

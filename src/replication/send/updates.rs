@@ -4,9 +4,11 @@
 use bevy::prelude::*;
 use bytes::Bytes;
 
+use super::super::ownership::Ownership;
 use super::super::registry::ReplicationRegistry;
 use super::super::wire::{ComponentValue, UpdateMessage, UpdateOp};
-use super::net_form;
+use super::{HandedOver, net_form};
+use crate::peer::PeerId;
 
 /// Encodes operations into update messages of at most about `max_size / 2` bytes each, in
 /// order.
@@ -65,6 +67,23 @@ pub(super) fn components_of(
         }
     }
     components
+}
+
+/// Hand-overs to `peer` it has not claimed, said again now that it connected: it is a player
+/// that came back under a new id (the hand-overs were moved to it) and may never have heard
+/// them. Only to it: another peer could not tell this from a hand-over to a stranger. A player
+/// that did take them over before it dropped ignores them, as it no longer knows our numbers.
+pub(super) fn given_again(
+    ownership: &Ownership,
+    handed_now: &[HandedOver],
+    peer: PeerId,
+) -> Vec<UpdateOp> {
+    ownership
+        .given_to(peer)
+        .into_iter()
+        .filter(|wire| !handed_now.iter().any(|handed| handed.owned.wire == *wire))
+        .map(|wire| UpdateOp::HandOver { wire, to: peer })
+        .collect()
 }
 
 #[cfg(test)]

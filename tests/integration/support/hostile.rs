@@ -46,7 +46,7 @@ pub fn reliable_message(to: PeerId, kind: u16, body: &[u8]) -> Packet {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     loop {
         let byte = (value & 0x7f) as u8;
         value >>= 7;

@@ -1,0 +1,177 @@
+//! Values sent as differences, the receiver's side: the last [`BASELINES_KEPT`] values of each
+//! entity's component from one owner, labelled with the tick of the message that carried them,
+//! which later differences name (see `send/baselines.rs` for the owner's side).
+//!
+//! What this keeps is bounded: per owner, at most as many values as the entities it may own
+//! here times the components sent as differences, each at most `MAX_BASELINE_LEN` (1 KiB)
+//! long. A value that does not fit is not kept,
+//! and a difference from it is refused (the owner then sends it whole).
+
+use bevy::platform::collections::HashMap;
+
+use super::super::codec::{BASELINES_KEPT, MAX_BASELINE_LEN};
+
+/// The last values of one entity's component, in slots of `stride` bytes.
+#[derive(Debug)]
+struct Kept {
+    /// The tick of each slot's value; 0 for an empty slot.
+    ticks: [u32; BASELINES_KEPT],
+    lens: [u16; BASELINES_KEPT],
+    stride: usize,
+    bytes: Vec<u8>,
+}
+
+impl Kept {
+    fn new(stride: usize) -> Self {
+        Self {
+            ticks: [0; BASELINES_KEPT],
+            lens: [0; BASELINES_KEPT],
+            stride,
+            bytes: vec![0; stride * BASELINES_KEPT],
+        }
+    }
+
+    fn get(&self, tick: u32) -> Option<&[u8]> {
+        // Tick 0 marks an empty slot; no message has it.
+        let slot = self
+            .ticks
+            .iter()
+            .position(|kept| *kept == tick && tick != 0)?;
+        let start = slot * self.stride;
+        Some(&self.bytes[start..start + usize::from(self.lens[slot])])
+    }
+
+    /// Keeps `value` of `tick` in place of the oldest, unless it is older than every value kept.
+    fn keep(&mut self, tick: u32, value: &[u8]) {
+        if self.ticks.contains(&tick) {
+            return; // the same message twice
+        }
+        let (slot, oldest) = self
+            .ticks
+            .iter()
+            .copied()
+            .enumerate()
+            .min_by_key(|(_, kept)| *kept)
+            .unwrap_or((0, 0));
+        if oldest > tick {
+            return;
+        }
+        if value.len() > self.stride {
+            self.widen(value.len());
+        }
+        let start = slot * self.stride;
+        self.bytes[start..start + value.len()].copy_from_slice(value);
+        self.ticks[slot] = tick;
+        self.lens[slot] = value.len() as u16;
+    }
+
+    /// Makes every slot `stride` bytes long.
+    fn widen(&mut self, stride: usize) {
+        let mut bytes = vec![0; stride * BASELINES_KEPT];
+        for slot in 0..BASELINES_KEPT {
+            let len = usize::from(self.lens[slot]);
+            let from = slot * self.stride;
+            bytes[slot * stride..slot * stride + len]
+                .copy_from_slice(&self.bytes[from..from + len]);
+        }
+        self.stride = stride;
+        self.bytes = bytes;
+    }
+}
+
+/// The baselines of one owner's values, by entity number, then component.
+#[derive(Debug, Default)]
+pub(super) struct ReceivedBaselines {
+    values: HashMap<u32, Vec<(u16, Kept)>>,
+    /// How many components' values are kept, over every entity.
+    count: usize,
+}
+
+impl ReceivedBaselines {
+    /// The value of `wire`'s `component` that the message of `tick` carried, if it is kept.
+    pub(super) fn get(&self, wire: u32, component: u16, tick: u32) -> Option<&[u8]> {
+        let components = self.values.get(&wire)?;
+        let (_, kept) = components.iter().find(|(of, _)| *of == component)?;
+        kept.get(tick)
+    }
+
+    /// Keeps a value the message of `tick` carried, if there is room: at most `limit` entities'
+    /// components.
+    pub(super) fn keep(
+        &mut self,
+        wire: u32,
+        component: u16,
+        tick: u32,
+        value: &[u8],
+        limit: usize,
+    ) {
+        if value.len() > MAX_BASELINE_LEN {
+            return;
+        }
+        let room = self.count < limit;
+        if !room && !self.values.contains_key(&wire) {
+            return;
+        }
+        let components = self.values.entry(wire).or_default();
+        match components.iter_mut().find(|(of, _)| *of == component) {
+            Some((_, kept)) => kept.keep(tick, value),
+            None if room => {
+                let mut kept = Kept::new(value.len());
+                kept.keep(tick, value);
+                components.push((component, kept));
+                self.count += 1;
+            }
+            None => {}
+        }
+    }
+
+    /// The entity `wire` is gone (despawned, or handed over): its number may name another.
+    pub(super) fn forget(&mut self, wire: u32) {
+        if let Some(components) = self.values.remove(&wire) {
+            self.count -= components.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_values_are_kept() {
+        let mut baselines = ReceivedBaselines::default();
+        let last = BASELINES_KEPT as u32 + 12;
+        for tick in 1..=last {
+            // Values grow now and then: slots widen and keep what they held.
+            let value = vec![tick as u8; 1 + tick as usize / 5];
+            baselines.keep(7, 0, tick, &value, 10);
+        }
+        for tick in 1..=12 {
+            assert_eq!(
+                baselines.get(7, 0, tick),
+                None,
+                "tick {tick} was pushed out"
+            );
+        }
+        for tick in 13..=last {
+            let expected = vec![tick as u8; 1 + tick as usize / 5];
+            assert_eq!(baselines.get(7, 0, tick), Some(expected.as_slice()));
+        }
+        baselines.keep(7, 0, 3, b"late", 10);
+        assert_eq!(baselines.get(7, 0, 3), None, "older than every value kept");
+        assert_eq!(baselines.get(7, 0, 0), None, "no message has tick 0");
+        baselines.forget(7);
+        assert_eq!(baselines.get(7, 0, last), None);
+    }
+
+    #[test]
+    fn what_is_kept_is_bounded() {
+        let mut baselines = ReceivedBaselines::default();
+        for wire in 0..10 {
+            baselines.keep(wire, 0, 1, b"v", 4);
+        }
+        assert_eq!(baselines.count, 4, "at most the limit");
+        baselines.keep(0, 0, 2, &[0; MAX_BASELINE_LEN + 1], 4);
+        assert_eq!(baselines.get(0, 0, 2), None, "too long to keep");
+    }
+}
