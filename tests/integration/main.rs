@@ -15,6 +15,7 @@ mod convergence;
 mod delivery;
 mod demo_headless;
 mod entity_mapping;
+mod handback;
 mod host_election;
 mod host_messages;
 mod hostile_signals;
