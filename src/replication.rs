@@ -367,7 +367,9 @@ fn drop_merged_world(
 /// out): it is kept, frozen, for
 /// [`SessionConfig::resume_grace`](crate::SessionConfig::resume_grace) in case the player comes
 /// back under a new id ([`PeerResumed`](crate::PeerResumed)); then it is its owner's again and
-/// this marker goes, or it is despawned. Show it as the game likes (greyed out, "reconnecting").
+/// this marker goes, or it is despawned (an entity that was being handed to the player, and
+/// that it had not claimed, goes back to its giver instead). Show it as the game likes (greyed
+/// out, "reconnecting").
 #[derive(Component, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Suspended;
 

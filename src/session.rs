@@ -71,8 +71,9 @@ pub struct SessionConfig {
     /// goodbye (killed, network lost, timed out), marked
     /// [`Suspended`](crate::replication::Suspended), waiting for it to come back under a new
     /// id as the same [`PlayerId`](crate::PlayerId) ([`PeerResumed`](crate::PeerResumed)).
-    /// After it they are despawned, as when a player leaves. World entities do not wait: the
-    /// host takes them at once. Default 10 s.
+    /// After it they are despawned, as when a player leaves, and what was being handed to it
+    /// and not claimed goes back to its giver. World entities do not wait: the host takes them
+    /// at once. Default 10 s.
     pub resume_grace: Duration,
 }
 

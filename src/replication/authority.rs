@@ -207,7 +207,11 @@ pub(crate) fn may_claim(
         if replica.flags.host_owned && host == Some(sender) && host_role {
             return Verdict::Accept;
         }
-        return if peers.contains(replica.owner) || replica.transfer_to.is_some() {
+        // A suspended owner may have claimed, from its giver, an entity whose claim the giver
+        // never got: when its grace runs out the giver takes the entity back, and that claim
+        // may arrive before the grace runs out here. It waits rather than blaming the giver.
+        let owner_around = peers.contains(replica.owner) || peers.is_suspended(replica.owner);
+        return if owner_around || replica.transfer_to.is_some() {
             Verdict::Wait
         } else {
             Verdict::Refuse(format!(

@@ -326,6 +326,31 @@ impl Ownership {
         moved
     }
 
+    /// What was on its way to `gone` and not claimed: each entity with its giver (as this peer
+    /// knows it), and our number for it if this peer is the giver.
+    pub(crate) fn unclaimed_by(&self, gone: PeerId) -> Vec<(Transfer, PeerId)> {
+        self.replicas
+            .iter()
+            .filter(|(_, replica)| replica.transfer_to == Some(gone))
+            .map(|(entity, replica)| {
+                let transfer = Transfer {
+                    entity: *entity,
+                    given_as: replica.given_as,
+                };
+                (transfer, replica.owner)
+            })
+            .collect()
+    }
+
+    /// The replica on its way to a player that is gone for good goes back to its giver: it
+    /// waits for the giver to announce it again, as after a hand-over to the giver.
+    pub(crate) fn hand_back(&mut self, entity: Entity) {
+        if let Some(replica) = self.replicas.get_mut(&entity) {
+            replica.transfer_to = Some(replica.owner);
+            replica.given_as = None;
+        }
+    }
+
     /// Hand-overs from this peer to `to` that `to` has not claimed yet, by our number.
     pub(crate) fn given_to(&self, to: PeerId) -> Vec<u32> {
         let mut wires: Vec<u32> = self
@@ -421,6 +446,44 @@ mod tests {
             table.replicas_of(&[new]).len(),
             2,
             "both now wait for the new id"
+        );
+    }
+
+    #[test]
+    fn what_a_gone_player_never_claimed_goes_back_to_its_giver() {
+        let mut table = Ownership::default();
+        let (here, giver, gone) = (PeerId(1), PeerId(2), PeerId(3));
+        let given = table.announce(entity(1), 9, SpawnFlags::default(), 1);
+        table.await_hand_over(entity(1), here, gone, &given);
+        table.add_replica(entity(2), giver, 5, SpawnFlags::default());
+        table.handed_over(giver, 5, gone);
+        let mut unclaimed = table.unclaimed_by(gone);
+        unclaimed.sort_by_key(|(transfer, _)| transfer.given_as.is_none());
+        assert_eq!(
+            unclaimed,
+            vec![
+                (
+                    Transfer {
+                        entity: entity(1),
+                        given_as: Some(given.wire)
+                    },
+                    here
+                ),
+                (
+                    Transfer {
+                        entity: entity(2),
+                        given_as: None
+                    },
+                    giver
+                ),
+            ]
+        );
+        table.hand_back(entity(2));
+        assert_eq!(table.replica(entity(2)).unwrap().transfer_to, Some(giver));
+        assert_eq!(
+            table.replicas_of(&[giver]).len(),
+            1,
+            "it waits for the giver's claim now"
         );
     }
 

@@ -16,6 +16,7 @@ mod delivery;
 mod deltas;
 mod demo_headless;
 mod entity_mapping;
+mod handback;
 mod host_election;
 mod host_messages;
 mod hostile_signals;
