@@ -32,7 +32,7 @@ pub use self::socket::PeerSocket;
 use crate::channel::Channel;
 use crate::endpoint::{Disconnect, Endpoint, EndpointEvent, FIRST_APP_KIND, KIND_TRACKED};
 use crate::error::InputError;
-use crate::identity::PlayerIdentity;
+use crate::identity::{PlayerId, PlayerIdentity};
 use crate::membership::{KIND_MEMBERSHIP, Membership, MembershipEvent};
 use crate::peer::PeerId;
 use crate::protocol::ProtocolRegistry;
@@ -379,13 +379,25 @@ fn elect_host(
 /// Triggers [`HostChanged`] when the host differs from the one seen last frame.
 fn announce_host(
     peers: Res<ConnectedPeers>,
-    mut last: Local<Option<PeerId>>,
+    mut last: Local<(Option<PeerId>, Option<PlayerId>)>,
     mut commands: Commands,
 ) {
     let host = peers.host();
-    if host != *last {
-        let previous = std::mem::replace(&mut *last, host);
-        commands.trigger(HostChanged { previous, host });
+    if host != last.0 {
+        let host_player = host.and_then(|host| {
+            if Some(host) == peers.local_id() {
+                peers.local_player()
+            } else {
+                peers.player(host)
+            }
+        });
+        let (previous, previous_player) = std::mem::replace(&mut *last, (host, host_player));
+        commands.trigger(HostChanged {
+            previous,
+            host,
+            previous_player,
+            host_player,
+        });
     }
 }
 

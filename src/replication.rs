@@ -57,7 +57,8 @@ pub(crate) use self::net_ids::{entity_to_local, entity_to_net_now};
 use self::ownership::Ownership;
 use self::registry::ReplicationRegistry;
 pub use self::transform::TransformCodec;
-use crate::net::{KindQueues, PeersyncSystems};
+use crate::identity::PlayerId;
+use crate::net::{ConnectedPeers, KindQueues, PeersyncSystems};
 use crate::peer::PeerId;
 
 /// Marks an entity to replicate. Spawned by the local game, it is owned here ([`Owner::Local`]).
@@ -71,8 +72,15 @@ pub enum Owner {
     /// This peer: its changes are sent to the others.
     #[default]
     Local,
-    /// A remote peer: the entity follows what it sends; local changes are overwritten.
-    Peer(PeerId),
+    /// Another player: the entity follows what it sends; local changes are overwritten.
+    Remote {
+        /// Who owns it. The same when the player comes back under a new connection after losing
+        /// its own ([`PeerResumed`](crate::PeerResumed)): match on this to follow a player's
+        /// entities (its avatar, its score) across reconnections.
+        player: PlayerId,
+        /// Its connection now, to send it messages; a resume changes it.
+        peer: PeerId,
+    },
 }
 
 impl Owner {
@@ -80,6 +88,34 @@ impl Owner {
     pub fn is_local(&self) -> bool {
         matches!(self, Owner::Local)
     }
+
+    /// The owning player, for an entity owned by another.
+    pub fn player(&self) -> Option<PlayerId> {
+        match self {
+            Owner::Local => None,
+            Owner::Remote { player, .. } => Some(*player),
+        }
+    }
+
+    /// The owner's connection now, for an entity owned by another.
+    pub fn peer(&self) -> Option<PeerId> {
+        match self {
+            Owner::Local => None,
+            Owner::Remote { peer, .. } => Some(*peer),
+        }
+    }
+}
+
+/// `peer` as the owner of an entity, with the player it proved to be (or was, while it is
+/// suspended).
+pub(crate) fn remote_owner(peers: &ConnectedPeers, peer: PeerId) -> Owner {
+    let player = peers.player_or_suspended(peer).unwrap_or_else(|| {
+        // Owners are peers that sent something, or that a connected peer named and that this
+        // one checked is in the room: their hello proved who they are.
+        tracing::warn!("{peer} owns an entity here but its player is unknown");
+        PlayerId([0; 32])
+    });
+    Owner::Remote { player, peer }
 }
 
 /// A world entity: owned by whoever is host, and passed on when the host changes. Spawn it on the

@@ -98,10 +98,7 @@ fn report(
             .iter()
             .next()
             .map_or("no ball".to_owned(), |(owner, transform)| {
-                let owner = match owner {
-                    Owner::Local => "me".to_owned(),
-                    Owner::Peer(peer) => short(*peer),
-                };
+                let owner = owner.peer().map_or("me".to_owned(), short);
                 format!(
                     "ball at ({:.0}, {:.0}) owned by {owner}",
                     transform.translation.x, transform.translation.y

@@ -122,10 +122,7 @@ fn paint(
 ) {
     for (entity, owner, sprite) in &players {
         // Coloured by player, so a player that reconnects keeps its colour.
-        let player = match owner {
-            Owner::Local => peers.local_player(),
-            Owner::Peer(peer) => peers.player(*peer),
-        };
+        let player = owner.player().or(peers.local_player());
         let color = player.map_or(Color::srgb(0.6, 0.6, 0.6), color_of);
         match sprite {
             None => {

@@ -46,6 +46,11 @@ impl Continuity {
         }
     }
 
+    /// The player a suspended peer was.
+    pub(crate) fn player_of(&self, peer: PeerId) -> Option<PlayerId> {
+        self.suspended.get(&peer).map(|suspended| suspended.player)
+    }
+
     /// `peer` (proven to be `player`) went without a goodbye.
     pub(crate) fn suspend(&mut self, peer: PeerId, player: PlayerId, now: Duration) {
         if self.suspended.len() >= MAX_SUSPENDED

@@ -112,6 +112,11 @@ pub struct HostChanged {
     pub previous: Option<PeerId>,
     /// The host now.
     pub host: Option<PeerId>,
+    /// The player the host was before. When it equals `host_player`, the host only came back
+    /// under a new connection ([`PeerResumed`]): the same player is still host.
+    pub previous_player: Option<PlayerId>,
+    /// The player the host is now.
+    pub host_player: Option<PlayerId>,
 }
 
 /// This peer's session met an older one (two peers that each started alone, a room split while

@@ -109,6 +109,12 @@ impl ConnectedPeers {
         self.peers.get(&peer).map(|connected| connected.player)
     }
 
+    /// The player `peer` proved to be, connected or suspended (it may still come back).
+    pub(crate) fn player_or_suspended(&self, peer: PeerId) -> Option<PlayerId> {
+        self.player(peer)
+            .or_else(|| self.continuity.player_of(peer))
+    }
+
     /// The connected peer that is `player` now, if any.
     pub fn peer_of(&self, player: PlayerId) -> Option<PeerId> {
         self.peers

@@ -368,10 +368,10 @@ fn attach<C: Component + Interpolate>(
     mut commands: Commands,
 ) {
     for (entity, owner, value) in &fresh {
-        if let Owner::Peer(peer) = owner {
+        if let Some(peer) = owner.peer() {
             commands
                 .entity(entity)
-                .try_insert(Snapshots::new(*peer, value.clone()));
+                .try_insert(Snapshots::new(peer, value.clone()));
         }
     }
 }
@@ -387,12 +387,12 @@ fn show<C: Component<Mutability = Mutable> + Interpolate>(
 ) {
     let now = time.elapsed_secs_f64();
     for (entity, owner, mut value, mut snapshots) in &mut replicas {
-        let Owner::Peer(peer) = owner else {
+        let Some(peer) = owner.peer() else {
             *value = snapshots.latest().clone();
             commands.entity(entity).try_remove::<Snapshots<C>>();
             continue;
         };
-        let head = playback.heads.get(peer).copied().unwrap_or(Playhead {
+        let head = playback.heads.get(&peer).copied().unwrap_or(Playhead {
             now,
             at: None,
             newest: None,

@@ -342,7 +342,8 @@ impl Apply<'_> {
         self.ownership
             .add_replica(entity, sender, spawn.wire, spawn.flags);
         self.net_ids.bind(spawn.net_id, entity);
-        self.world.entity_mut(entity).insert(Owner::Peer(sender));
+        let owner = crate::replication::remote_owner(self.peers, sender);
+        self.world.entity_mut(entity).insert(owner);
         // A spawn is the whole state: components it does not list are gone.
         for (index, registration) in self.registry.components.iter().enumerate() {
             if !spawn
@@ -362,7 +363,11 @@ impl Apply<'_> {
             .net_ids
             .claim_reservation(spawn.net_id)
             .filter(|entity| self.world.get_entity(*entity).is_ok());
-        let bundle = (Replicated, Owner::Peer(sender), NetId(spawn.net_id));
+        let bundle = (
+            Replicated,
+            crate::replication::remote_owner(self.peers, sender),
+            NetId(spawn.net_id),
+        );
         let mut target = match reserved {
             Some(entity) => {
                 let mut target = self.world.entity_mut(entity);

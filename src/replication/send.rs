@@ -366,7 +366,7 @@ impl Tick<'_> {
                 to,
             });
             if let Ok(mut target) = self.world.get_entity_mut(entity) {
-                target.insert(Owner::Peer(to));
+                target.insert(crate::replication::remote_owner(self.peers, to));
             }
             self.ownership
                 .await_hand_over(entity, self.local, to, &owned);

@@ -80,8 +80,11 @@ fn a_claim_on_someone_elses_entity_is_rejected_and_the_owner_keeps_it() {
     );
     let replica = entity_with(&mut sim.apps[1], net_id);
     assert_eq!(
-        sim.apps[1].world().get::<Owner>(replica),
-        Some(&Owner::Peer(owner)),
+        sim.apps[1]
+            .world()
+            .get::<Owner>(replica)
+            .and_then(Owner::peer),
+        Some(owner),
         "the owner keeps it"
     );
     assert_eq!(
@@ -133,9 +136,13 @@ fn an_owner_hands_an_entity_over_and_only_the_new_owner_counts() {
         |sim| {
             let b = entity_with(&mut sim.apps[1], net_id);
             let c = entity_with(&mut sim.apps[2], net_id);
-            sim.apps[0].world().get::<Owner>(entity) == Some(&Owner::Peer(new_owner))
+            sim.apps[0]
+                .world()
+                .get::<Owner>(entity)
+                .and_then(Owner::peer)
+                == Some(new_owner)
                 && sim.apps[1].world().get::<Owner>(b) == Some(&Owner::Local)
-                && sim.apps[2].world().get::<Owner>(c) == Some(&Owner::Peer(new_owner))
+                && sim.apps[2].world().get::<Owner>(c).and_then(Owner::peer) == Some(new_owner)
                 && sim.apps[1].world().get::<Health>(b) == Some(&Health(9))
                 && sim.apps[2].world().get::<Health>(c) == Some(&Health(9))
         },

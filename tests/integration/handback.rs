@@ -29,13 +29,13 @@ fn setup(app: &mut App) {
 }
 
 /// What `app` holds of the entity with `health`: (net id, owner, suspended), one per copy.
-fn copies(app: &mut App, health: u32) -> Vec<(u64, Owner, bool)> {
+fn copies(app: &mut App, health: u32) -> Vec<(u64, OwnerIs, bool)> {
     let world = app.world_mut();
     let mut query = world.query::<(&NetId, &Owner, &Health, Has<Suspended>)>();
     query
         .iter(world)
         .filter(|(_, _, h, _)| h.0 == health)
-        .map(|(id, owner, _, suspended)| (id.0, *owner, suspended))
+        .map(|(id, owner, _, suspended)| (id.0, owner.into(), suspended))
         .collect()
 }
 
@@ -112,8 +112,8 @@ fn an_entity_handed_to_a_player_that_never_comes_back_goes_back_to_its_giver() {
         Duration::from_secs(4),
         "the giver and the observer dropped the target and keep the entity, suspended",
         |sim| {
-            copies(&mut sim.apps[GIVER], 7) == vec![(net_id, Owner::Peer(target), true)]
-                && copies(&mut sim.apps[OBSERVER], 7) == vec![(net_id, Owner::Peer(giver), true)]
+            copies(&mut sim.apps[GIVER], 7) == vec![(net_id, OwnerIs::Peer(target), true)]
+                && copies(&mut sim.apps[OBSERVER], 7) == vec![(net_id, OwnerIs::Peer(giver), true)]
         },
     );
     let took = sim.run_until(
@@ -121,8 +121,8 @@ fn an_entity_handed_to_a_player_that_never_comes_back_goes_back_to_its_giver() {
         "once the grace ran out, the entity is the giver's again on the giver and the observer, \
          not suspended",
         |sim| {
-            copies(&mut sim.apps[GIVER], 7) == vec![(net_id, Owner::Local, false)]
-                && copies(&mut sim.apps[OBSERVER], 7) == vec![(net_id, Owner::Peer(giver), false)]
+            copies(&mut sim.apps[GIVER], 7) == vec![(net_id, OwnerIs::Local, false)]
+                && copies(&mut sim.apps[OBSERVER], 7) == vec![(net_id, OwnerIs::Peer(giver), false)]
         },
     );
     println!("the entity was the giver's again {took:?} after the target was dropped");
@@ -136,7 +136,7 @@ fn an_entity_handed_to_a_player_that_never_comes_back_goes_back_to_its_giver() {
     sim.run_until(
         Duration::from_secs(1),
         "the giver's change to the entity it got back reaches the observer",
-        |sim| copies(&mut sim.apps[OBSERVER], 8) == vec![(net_id, Owner::Peer(giver), false)],
+        |sim| copies(&mut sim.apps[OBSERVER], 8) == vec![(net_id, OwnerIs::Peer(giver), false)],
     );
     assert_nobody_accused(&sim, &[GIVER, OBSERVER]);
 }
@@ -149,9 +149,9 @@ fn an_entity_the_player_claimed_before_it_dropped_goes_with_it() {
         Duration::from_secs(1),
         "the target claimed the entity, and everyone knows",
         |sim| {
-            copies(&mut sim.apps[TARGET], 7) == vec![(net_id, Owner::Local, false)]
+            copies(&mut sim.apps[TARGET], 7) == vec![(net_id, OwnerIs::Local, false)]
                 && [GIVER, OBSERVER].iter().all(|i| {
-                    copies(&mut sim.apps[*i], 7) == vec![(net_id, Owner::Peer(target), false)]
+                    copies(&mut sim.apps[*i], 7) == vec![(net_id, OwnerIs::Peer(target), false)]
                 })
         },
     );
@@ -182,7 +182,7 @@ fn an_entity_whose_giver_left_too_follows_the_rules_for_departed_owners() {
     let target = hand_to_target(&mut sim);
     sim.frozen = vec![TARGET];
     sim.run_until(Duration::from_secs(1), "the giver handed it over", |sim| {
-        copies(&mut sim.apps[GIVER], 7) == vec![(net_id, Owner::Peer(target), false)]
+        copies(&mut sim.apps[GIVER], 7) == vec![(net_id, OwnerIs::Peer(target), false)]
     });
     sim.run_for(Duration::from_millis(200));
     // The giver leaves on purpose: the entity it gave is no longer its to take back.
@@ -198,7 +198,8 @@ fn an_entity_whose_giver_left_too_follows_the_rules_for_departed_owners() {
                 .world()
                 .resource::<ConnectedPeers>()
                 .is_empty();
-            alone && copies(&mut sim.apps[OBSERVER], 7) == vec![(net_id, Owner::Peer(giver), true)]
+            alone
+                && copies(&mut sim.apps[OBSERVER], 7) == vec![(net_id, OwnerIs::Peer(giver), true)]
         },
     );
     sim.run_until(

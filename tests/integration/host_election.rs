@@ -14,6 +14,8 @@ use crate::support::sim::*;
 #[derive(Resource, Default)]
 struct Seen {
     hosts: Vec<Option<PeerId>>,
+    /// The host's player, as each HostChanged said it.
+    host_players: Vec<Option<PlayerId>>,
     merges: usize,
 }
 
@@ -24,6 +26,7 @@ fn game(app: &mut App) {
     app.init_resource::<Seen>()
         .add_observer(|changed: On<HostChanged>, mut seen: ResMut<Seen>| {
             seen.hosts.push(changed.host);
+            seen.host_players.push(changed.host_player);
         })
         .add_observer(|_: On<SessionMerged>, mut seen: ResMut<Seen>| seen.merges += 1)
         .add_systems(Update, spawn_world_once);
@@ -96,6 +99,17 @@ fn a_joiner_with_a_lower_id_does_not_take_over() {
         vec![Some(host)],
         "HostChanged fired once on the host: when the room settled"
     );
+    let host_player = sim.apps[host_index]
+        .world()
+        .resource::<ConnectedPeers>()
+        .local_player();
+    for app in &sim.apps {
+        assert_eq!(
+            app.world().resource::<Seen>().host_players.last().copied(),
+            Some(host_player),
+            "HostChanged names the host's player, on the host and on the others"
+        );
+    }
 }
 
 #[test]
@@ -163,12 +177,12 @@ fn noting_blame(app: &mut App) {
 }
 
 /// The world entities an app holds: (net id, owner, health).
-fn world_values(app: &mut App) -> Vec<(u64, Owner, u32)> {
+fn world_values(app: &mut App) -> Vec<(u64, OwnerIs, u32)> {
     let world = app.world_mut();
     let mut query = world.query_filtered::<(&NetId, &Owner, &Health), With<HostOwned>>();
     query
         .iter(world)
-        .map(|(id, owner, health)| (id.0, *owner, health.0))
+        .map(|(id, owner, health)| (id.0, owner.into(), health.0))
         .collect()
 }
 
@@ -199,7 +213,10 @@ fn founded_room(seed: u64, world: impl Bundle, session: SessionConfig) -> (Sim, 
 /// Steps until `app` owns the world entity (it took it over as the new host); returns it.
 fn until_it_owns_the_world(sim: &mut Sim, app: usize, limit: Duration, what: &str) -> Entity {
     sim.run_until(limit, what, |sim| {
-        matches!(world_values(&mut sim.apps[app])[..], [(_, Owner::Local, _)])
+        matches!(
+            world_values(&mut sim.apps[app])[..],
+            [(_, OwnerIs::Local, _)]
+        )
     });
     sim.apps[app]
         .world_mut()
@@ -249,7 +266,7 @@ fn a_new_hosts_claim_waits_for_a_slower_peer_and_brings_the_values_changed_meanw
     sim.run_for(Duration::from_millis(400));
     let slow_view = world_values(&mut sim.apps[slow]);
     assert!(
-        matches!(slow_view[..], [(_, Owner::Peer(owner), 100)] if owner != new_host),
+        matches!(slow_view[..], [(_, OwnerIs::Peer(owner), 100)] if owner != new_host),
         "the slow peer, still seeing the old host, keeps its copy while the claim waits: \
          {slow_view:?}"
     );
@@ -260,7 +277,7 @@ fn a_new_hosts_claim_waits_for_a_slower_peer_and_brings_the_values_changed_meanw
          value it changed meanwhile",
         |sim| {
             world_values(&mut sim.apps[slow])[..]
-                == [(world_net_id(sim, quick), Owner::Peer(new_host), 7)]
+                == [(world_net_id(sim, quick), OwnerIs::Peer(new_host), 7)]
         },
     );
     let tagged = sim.apps[slow]
@@ -338,9 +355,9 @@ fn a_host_whose_network_drops_rejoins_as_itself_and_the_session_keeps_one_world(
                 && sim.apps.iter_mut().all(|app| {
                     let me = local_id(app);
                     let expected = if me == host {
-                        Owner::Local
+                        OwnerIs::Local
                     } else {
-                        Owner::Peer(host)
+                        OwnerIs::Peer(host)
                     };
                     world_values(app)[..] == [(net_id, expected, 100)]
                 })
@@ -397,7 +414,7 @@ fn a_host_departure_seen_six_seconds_apart_converges_on_one_host_and_one_world()
             survivors
                 .iter()
                 .all(|i| sim.apps[*i].world().resource::<ConnectedPeers>().host() == Some(new_host))
-                && world_values(&mut sim.apps[late])[..] == [(net_id, Owner::Peer(new_host), 5)]
+                && world_values(&mut sim.apps[late])[..] == [(net_id, OwnerIs::Peer(new_host), 5)]
         },
     );
     println!("converged {took:?} after the 4 s mark");

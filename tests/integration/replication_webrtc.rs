@@ -41,10 +41,7 @@ fn view(app: &mut App) -> Vec<(u64, PeerId, Vec3)> {
     let mut view: Vec<_> = query
         .iter(world)
         .map(|(id, owner, transform)| {
-            let owner = match owner {
-                Owner::Local => me,
-                Owner::Peer(peer) => *peer,
-            };
+            let owner = owner.peer().unwrap_or(me);
             (id.0, owner, transform.translation)
         })
         .collect();

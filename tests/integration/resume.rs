@@ -35,13 +35,24 @@ fn setup(app: &mut App) {
 }
 
 /// What `app` holds of the entity with `health`: (net id, owner, suspended), one per copy.
-fn copies(app: &mut App, health: u32) -> Vec<(u64, Owner, bool)> {
+fn copies(app: &mut App, health: u32) -> Vec<(u64, OwnerIs, bool)> {
     let world = app.world_mut();
     let mut query = world.query::<(&NetId, &Owner, &Health, Has<Suspended>)>();
     query
         .iter(world)
         .filter(|(_, _, h, _)| h.0 == health)
-        .map(|(id, owner, _, suspended)| (id.0, *owner, suspended))
+        .map(|(id, owner, _, suspended)| (id.0, owner.into(), suspended))
+        .collect()
+}
+
+/// The players `app` shows as owners of the entities with `health`.
+fn owning_players(app: &mut App, health: u32) -> Vec<Option<PlayerId>> {
+    let world = app.world_mut();
+    let mut query = world.query::<(&Owner, &Health)>();
+    query
+        .iter(world)
+        .filter(|(_, h)| h.0 == health)
+        .map(|(owner, _)| owner.player())
         .collect()
 }
 
@@ -107,12 +118,21 @@ fn a_stopped_player_comes_back_as_itself_with_its_entities() {
     sim.frozen = vec![player];
     sim.run_for(Duration::from_secs(6));
     sim.frozen.clear();
+    let the_player = sim.apps[player]
+        .world()
+        .resource::<ConnectedPeers>()
+        .local_player();
     for i in &others {
         let held = copies(&mut sim.apps[*i], 7);
         assert_eq!(
             held,
-            vec![(net_id, Owner::Peer(old_id), true)],
+            vec![(net_id, OwnerIs::Peer(old_id), true)],
             "peer {i} keeps the stopped player's entity, marked Suspended"
+        );
+        assert_eq!(
+            owning_players(&mut sim.apps[*i], 7),
+            vec![the_player],
+            "peer {i} shows the stopped player as its entity's owner"
         );
     }
     // It runs again: its first frame sees the 6 s gap, so it rejoins under a new id.
@@ -123,13 +143,20 @@ fn a_stopped_player_comes_back_as_itself_with_its_entities() {
         |sim| {
             new_id(&sim.apps[player], old_id).is_some_and(|new_id| {
                 others.iter().all(|i| {
-                    copies(&mut sim.apps[*i], 7) == vec![(net_id, Owner::Peer(new_id), false)]
+                    copies(&mut sim.apps[*i], 7) == vec![(net_id, OwnerIs::Peer(new_id), false)]
                 })
             })
         },
     );
     let new_id = local_id(&sim.apps[player]);
     println!("resumed {took:?} after the stopped player ran again");
+    for i in &others {
+        assert_eq!(
+            owning_players(&mut sim.apps[*i], 7),
+            vec![the_player],
+            "peer {i} shows the same player as the owner under its new connection"
+        );
+    }
     for i in &others {
         assert_eq!(
             sim.apps[*i].world().resource::<Resumes>().0,
@@ -292,9 +319,9 @@ fn hand_over_to_a_player_whose_network_drops(took_it_over_first: bool) {
             };
             (0..3).all(|i| {
                 let owner = if i == receiver {
-                    Owner::Local
+                    OwnerIs::Local
                 } else {
-                    Owner::Peer(new_id)
+                    OwnerIs::Peer(new_id)
                 };
                 copies(&mut sim.apps[i], 7) == vec![(net_id, owner, false)]
             })
@@ -388,7 +415,7 @@ fn a_player_back_before_the_others_dropped_it_keeps_the_same_entities() {
         |sim| {
             new_id(&sim.apps[player], old_id).is_some_and(|new_id| {
                 (0..2).all(|i| {
-                    copies(&mut sim.apps[i], 7) == vec![(net_id, Owner::Peer(new_id), false)]
+                    copies(&mut sim.apps[i], 7) == vec![(net_id, OwnerIs::Peer(new_id), false)]
                 })
             })
         },

@@ -63,7 +63,7 @@ fn owned_by(app: &mut App, peer: PeerId) -> usize {
     let mut query = world.query::<&Owner>();
     query
         .iter(world)
-        .filter(|owner| **owner == Owner::Peer(peer))
+        .filter(|owner| owner.peer() == Some(peer))
         .count()
 }
 

@@ -27,7 +27,7 @@ impl Apply<'_> {
             for entity in self.ownership.rekey_owner(previous, peer) {
                 if let Ok(mut target) = self.world.get_entity_mut(entity) {
                     target.remove::<Suspended>();
-                    target.insert(Owner::Peer(peer));
+                    target.insert(crate::replication::remote_owner(self.peers, peer));
                 }
             }
             // Entities on their way to the player when it dropped: it claims them under its new
@@ -36,7 +36,7 @@ impl Apply<'_> {
                 if let Ok(mut target) = self.world.get_entity_mut(transfer.entity) {
                     target.remove::<Suspended>();
                     if transfer.given_as.is_some() {
-                        target.insert(Owner::Peer(peer));
+                        target.insert(crate::replication::remote_owner(self.peers, peer));
                     }
                 }
             }
@@ -76,10 +76,10 @@ impl Apply<'_> {
                 .is_some_and(|replica| replica.flags.follows_host());
             if self.peers.contains(giver) {
                 self.ownership.hand_back(entity);
-                self.unsuspend(entity, Owner::Peer(giver));
+                self.unsuspend(entity, crate::replication::remote_owner(self.peers, giver));
             } else if follows_host && host.is_some() {
                 self.ownership.orphan(entity);
-                self.unsuspend(entity, Owner::Peer(giver));
+                self.unsuspend(entity, crate::replication::remote_owner(self.peers, giver));
             } else if self.peers.is_suspended(giver) {
                 self.ownership.hand_back(entity); // still suspended, now with its giver's
             } else {

@@ -368,11 +368,8 @@ impl Interest {
         };
         let mut by_peer: HashMap<PeerId, Vec<Vec3>> = HashMap::default();
         for (transform, owner) in viewpoints.iter(world) {
-            if let Owner::Peer(peer) = owner {
-                by_peer
-                    .entry(*peer)
-                    .or_default()
-                    .push(transform.translation);
+            if let Some(peer) = owner.peer() {
+                by_peer.entry(peer).or_default().push(transform.translation);
             }
         }
         let reach = grid.radius + grid.hysteresis.max(0.0);

@@ -146,6 +146,23 @@ pub fn replicate_basics(app: &mut App) {
         .replicate::<Tag>();
 }
 
+/// An [`Owner`] as tests compare it: by connection (the player behind it is checked where it
+/// matters, in `resume.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerIs {
+    Local,
+    Peer(PeerId),
+}
+
+impl From<&Owner> for OwnerIs {
+    fn from(owner: &Owner) -> Self {
+        match owner.peer() {
+            None => OwnerIs::Local,
+            Some(peer) => OwnerIs::Peer(peer),
+        }
+    }
+}
+
 /// What one peer holds of one entity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Held {
@@ -170,10 +187,7 @@ pub fn held(app: &mut App) -> BTreeMap<u64, Held> {
     query
         .iter(world)
         .map(|(id, owner, transform, health, tag)| {
-            let owner = match owner {
-                Owner::Local => me,
-                Owner::Peer(peer) => *peer,
-            };
+            let owner = owner.peer().unwrap_or(me);
             (
                 id.0,
                 Held {
