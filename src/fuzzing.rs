@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::endpoint::{Endpoint, Received};
 use crate::replication::codec::ComponentCodec;
 use crate::replication::wire::{
-    ComponentValue, EntryForm, GroupHeader, MutateHeader, Spawn, SpawnFlags, UpdateMessage,
-    UpdateOp, decode_update, put_delta_entry, put_entry,
+    ComponentValue, EntryForm, GroupHeader, MutateHeader, SnapshotMarks, Spawn, SpawnFlags,
+    UpdateMessage, UpdateOp, decode_update, put_delta_entry, put_entry,
 };
 use crate::replication::{Replicated, ReplicationAppExt, ReplicationConfig, TransformCodec};
 use crate::transport::{LinkEvent, MemoryTransport, Packet, Transport, TransportIo};
@@ -42,6 +42,7 @@ pub fn forged_spawn(tick: u32, wire: u32, net_id: u64, components: &[(u16, &[u8]
     let mut out = Vec::new();
     UpdateMessage {
         tick,
+        snapshot: SnapshotMarks::default(),
         ops: vec![UpdateOp::Spawn(Spawn {
             wire,
             net_id,
@@ -65,6 +66,7 @@ pub fn forged_hand_over(tick: u32, wire: u32, to: PeerId) -> Vec<u8> {
     let mut out = Vec::new();
     UpdateMessage {
         tick,
+        snapshot: SnapshotMarks::default(),
         ops: vec![UpdateOp::HandOver { wire, to }],
     }
     .encode(&mut out);
@@ -348,6 +350,7 @@ fn messages() -> [Vec<u8>; 4] {
     let mut spawn = Vec::new();
     UpdateMessage {
         tick: 1,
+        snapshot: SnapshotMarks::default(),
         ops: vec![UpdateOp::Spawn(Spawn {
             wire: 1,
             net_id: 7,
@@ -393,6 +396,7 @@ fn messages() -> [Vec<u8>; 4] {
     let mut despawn = Vec::new();
     UpdateMessage {
         tick: 3,
+        snapshot: SnapshotMarks::default(),
         ops: vec![UpdateOp::Despawn { wire: 1 }],
     }
     .encode(&mut despawn);

@@ -25,6 +25,7 @@ use crate::wire::WireError;
 mod baselines;
 mod mutations;
 mod resume;
+mod snapshot;
 
 /// What arrived from one owner so far.
 #[derive(Debug, Default)]
@@ -37,6 +38,8 @@ struct OwnerStream {
     baselines: ReceivedBaselines,
     /// Values this frame that could not be read for want of their baseline.
     refused: Vec<RefusedValue>,
+    /// The entity numbers of the snapshot being received, if one is.
+    snapshot: Option<bevy::platform::collections::HashSet<u32>>,
 }
 
 /// A value in an owner's message of `tick` that could not be read for want of its baseline.
@@ -178,17 +181,23 @@ impl Apply<'_> {
             }
         };
         let tick = message.tick;
+        if message.snapshot.begins {
+            self.snapshot_begins(sender);
+        }
         for op in message.ops {
             match op {
-                UpdateOp::Spawn(spawn) => self.spawn(PendingClaim {
-                    sender,
-                    since: self.now,
-                    tick,
-                    spawn,
-                    despawned: false,
-                    later: Vec::new(),
-                    handed_to: None,
-                }),
+                UpdateOp::Spawn(spawn) => {
+                    self.snapshot_lists(sender, spawn.wire);
+                    self.spawn(PendingClaim {
+                        sender,
+                        since: self.now,
+                        tick,
+                        spawn,
+                        despawned: false,
+                        later: Vec::new(),
+                        handed_to: None,
+                    });
+                }
                 UpdateOp::Insert { wire, components } => {
                     if let Some(entity) = self.ownership.entity_of(sender, wire) {
                         for value in components {
@@ -230,6 +239,7 @@ impl Apply<'_> {
                     }
                 }
                 UpdateOp::HandOver { wire, to } => {
+                    self.snapshot_lists(sender, wire);
                     if !self.peers.contains(to) && Some(to) != self.peers.local_id() {
                         // An entity handed to nobody would wait here for a claim forever.
                         let reason = format!("hands entity {wire} to {to}, who is not in the room");
@@ -244,6 +254,9 @@ impl Apply<'_> {
                     }
                 }
             }
+        }
+        if message.snapshot.ends {
+            self.snapshot_ends(sender);
         }
         let stream = self.streams.entry(sender).or_default();
         stream.update_tick = stream.update_tick.max(tick);

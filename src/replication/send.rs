@@ -29,7 +29,7 @@ use self::baselines::Refusal;
 use self::budget::Rate;
 use self::mutations::{ChangedValue, MutationTick, ValueKey};
 use self::stream::PeerStream;
-use self::updates::{components_of, encode_updates, given_again};
+use self::updates::{components_of, encode_updates};
 use super::local_changes::{Abandoned, LocalChanges};
 use super::net_ids::NetIds;
 use super::ownership::{Owned, Ownership};
@@ -491,63 +491,6 @@ impl Tick<'_> {
             }
             let sent = sent.clone();
             self.charge_reliable(peer, &sent);
-        }
-    }
-
-    /// Peers that just connected get every entity owned here, as it is now.
-    fn send_snapshots(&mut self) {
-        if !self
-            .state
-            .peers
-            .values()
-            .any(|stream| stream.needs_snapshot)
-        {
-            return;
-        }
-        let mut entities: Vec<(Entity, Owned)> = self
-            .ownership
-            .owned_entities()
-            .map(|(entity, owned)| (entity, *owned))
-            .collect();
-        entities.sort_by_key(|(_, owned)| owned.wire);
-        let mut snapshot: Vec<UpdateOp> = entities
-            .iter()
-            .map(|(entity, owned)| self.spawn_op(*entity, owned))
-            .collect();
-        // Entities handed over this tick: a newcomer must learn of them and of the hand-over
-        // (it may be the new owner itself, e.g. a new host).
-        for handed in &self.handed_now {
-            snapshot.push(self.spawn_op(handed.entity, &handed.owned));
-            snapshot.push(UpdateOp::HandOver {
-                wire: handed.owned.wire,
-                to: handed.to,
-            });
-        }
-        let max_size = self.endpoint.config.max_message_size;
-        let messages = encode_updates(self.tick, snapshot.iter(), max_size);
-        // Newcomers shown less than everything get their own.
-        let tailored = self.tailored_snapshots(&snapshot);
-        let newcomers: Vec<PeerId> = self
-            .state
-            .peers
-            .iter_mut()
-            .filter(|(_, stream)| stream.needs_snapshot)
-            .map(|(peer, stream)| {
-                stream.snapshot_sent(self.tick);
-                *peer
-            })
-            .collect();
-        for peer in newcomers {
-            let sent = tailored.get(&peer).unwrap_or(&messages).clone();
-            let given = given_again(self.ownership, &self.handed_now, peer);
-            let given = encode_updates(self.tick, given.iter(), max_size);
-            for message in sent.iter().chain(&given) {
-                let _ =
-                    self.endpoint
-                        .send(peer, Channel::Reliable, KIND_UPDATE, message.clone(), None);
-            }
-            self.charge_reliable(peer, &sent);
-            self.charge_reliable(peer, &given);
         }
     }
 

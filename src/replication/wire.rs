@@ -3,7 +3,7 @@
 //! Each owner sends two streams to every peer, numbered by its own network tick:
 //!
 //! ```text
-//! update   (reliable, kind 1) := tick:varint op*            all structural changes of one tick
+//! update   (reliable, kind 1) := (tick << 2 | ends << 1 | begins):varint op*   structural changes of one tick
 //! op       := 0x01 wire:varint net_id:u64 flags:u8 n:varint (component:varint len:varint bytes)^n   spawn
 //!           | 0x02 wire:varint n:varint (component:varint len:varint bytes)^n                       insert
 //!           | 0x03 wire:varint n:varint component:varint^n                                          remove
@@ -189,14 +189,26 @@ impl UpdateOp {
 pub(crate) struct UpdateMessage {
     /// The owner's network tick.
     pub(crate) tick: u32,
+    /// Where it stands in a snapshot, if it is part of one.
+    pub(crate) snapshot: SnapshotMarks,
     /// In the order they happened.
     pub(crate) ops: Vec<UpdateOp>,
+}
+
+/// A snapshot is every entity an owner shows a peer, spawned, in one or more update messages:
+/// the first says it begins, the last that it ends. A receiver that still holds entities of
+/// that owner the snapshot did not list (it despawned them while the two were apart) drops them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct SnapshotMarks {
+    pub(crate) begins: bool,
+    pub(crate) ends: bool,
 }
 
 impl UpdateMessage {
     /// Appends the encoded message to `out`.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
-        put_varint(out, u64::from(self.tick));
+        let marks = u64::from(self.snapshot.begins) | (u64::from(self.snapshot.ends) << 1);
+        put_varint(out, (u64::from(self.tick) << 2) | marks);
         for op in &self.ops {
             op.encode(out);
         }
@@ -240,7 +252,12 @@ fn read_components(
 /// malformation fails the whole message: updates are applied all or nothing.
 pub(crate) fn decode_update(bytes: &Bytes) -> Result<UpdateMessage, WireError> {
     let mut reader = Reader::new(bytes);
-    let tick = read_u32(&mut reader, "tick")?;
+    let head = reader.varint_max((u64::from(u32::MAX) << 2) | 3, "tick")?;
+    let snapshot = SnapshotMarks {
+        begins: head & 1 != 0,
+        ends: head & 2 != 0,
+    };
+    let tick = (head >> 2) as u32;
     let mut ops = Vec::new();
     while !reader.is_empty() {
         let op = match reader.u8()? {
@@ -280,7 +297,11 @@ pub(crate) fn decode_update(bytes: &Bytes) -> Result<UpdateMessage, WireError> {
         };
         ops.push(op);
     }
-    Ok(UpdateMessage { tick, ops })
+    Ok(UpdateMessage {
+        tick,
+        snapshot,
+        ops,
+    })
 }
 
 /// The fixed part of a mutation message.

@@ -200,6 +200,59 @@ fn a_stopped_player_comes_back_as_itself_with_its_entities() {
 }
 
 #[test]
+fn what_was_despawned_while_a_player_was_stopped_is_gone_when_it_is_back() {
+    let (mut sim, player, _) = room();
+    // The third peer (neither the host nor the player) owns an entity too.
+    let third = (player + 1) % 3;
+    let doomed = sim.apps[third]
+        .world_mut()
+        .spawn((Replicated, Health(9)))
+        .id();
+    sim.run_until(
+        Duration::from_secs(1),
+        "every peer holds the third peer's entity",
+        |sim| (0..3).all(|i| copies(&mut sim.apps[i], 9).len() == 1),
+    );
+    let old_id = local_id(&sim.apps[player]);
+    let third_id = local_id(&sim.apps[third]);
+    // The player's network drops (nothing gets through, nobody is told) and it stops.
+    for other in [0, 1, 2].into_iter().filter(|i| *i != player) {
+        sim.net.silence(old_id, local_id(&sim.apps[other]));
+    }
+    sim.frozen = vec![player];
+    sim.run_for(Duration::from_millis(500));
+    // Despawned while the player hears nothing.
+    sim.apps[third].world_mut().entity_mut(doomed).despawn();
+    sim.run_for(Duration::from_millis(5500));
+    sim.frozen.clear();
+    assert!(
+        sim.net.peers().contains(&third_id),
+        "the third peer is still in the room"
+    );
+    wake(&mut sim.apps[player], Duration::from_secs(6));
+    sim.run_until(
+        Duration::from_secs(3),
+        "the player is back as itself, holds the host's world entity, and no longer the entity \
+         despawned while it was stopped",
+        |sim| {
+            new_id(&sim.apps[player], old_id).is_some()
+                && matches!(copies(&mut sim.apps[player], 100)[..], [(_, _, false)])
+                && copies(&mut sim.apps[player], 9).is_empty()
+        },
+    );
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        copies(&mut sim.apps[player], 9).is_empty(),
+        "the despawned entity does not come back"
+    );
+    assert_eq!(
+        copies(&mut sim.apps[player], 7).len(),
+        1,
+        "the player keeps its own entity"
+    );
+}
+
+#[test]
 fn a_player_that_leaves_on_purpose_is_gone_at_once() {
     let (mut sim, player, _) = room();
     sim.apps[player]

@@ -11,7 +11,8 @@ fn value(component: u16, bytes: &'static [u8]) -> ComponentValue {
 
 fn sample() -> UpdateMessage {
     UpdateMessage {
-        tick: 77,
+        tick: 7,
+        snapshot: SnapshotMarks::default(),
         ops: vec![
             UpdateOp::Spawn(Spawn {
                 wire: 1,
@@ -48,6 +49,12 @@ fn encoded(message: &UpdateMessage) -> Bytes {
 #[test]
 fn updates_round_trip() {
     assert_eq!(decode_update(&encoded(&sample())), Ok(sample()));
+    for (begins, ends) in [(true, false), (false, true), (true, true)] {
+        let mut message = sample();
+        message.tick = u32::MAX;
+        message.snapshot = SnapshotMarks { begins, ends };
+        assert_eq!(decode_update(&encoded(&message)), Ok(message));
+    }
 }
 
 #[test]
@@ -160,7 +167,11 @@ proptest! {
                 }
             })
             .collect();
-        let message = UpdateMessage { tick, ops };
+        let message = UpdateMessage {
+            tick,
+            snapshot: SnapshotMarks::default(),
+            ops,
+        };
         prop_assert_eq!(decode_update(&encoded(&message)), Ok(message));
     }
 

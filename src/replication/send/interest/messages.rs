@@ -96,19 +96,18 @@ impl Tick<'_> {
         ops
     }
 
-    /// The snapshot messages of each newcomer to whom they differ from everyone's: only what it
-    /// is shown; entities handed over this tick only if handed to it (the others learn of them
-    /// from their new owner); for a peer that resumed, despawns of what it is not shown.
+    /// The snapshot of each newcomer to whom it differs from everyone's: only what it is shown;
+    /// entities handed over this tick only if handed to it (the others learn of them from their
+    /// new owner); for a peer that resumed, despawns of what it is not shown.
     pub(in crate::replication::send) fn tailored_snapshots(
         &self,
         snapshot: &[UpdateOp],
-    ) -> HashMap<PeerId, Vec<Bytes>> {
+    ) -> HashMap<PeerId, Vec<UpdateOp>> {
         let interest = &self.state.interest;
         let mut tailored = HashMap::default();
         if !interest.active {
             return tailored;
         }
-        let max_size = self.endpoint.config.max_message_size;
         for (peer, view) in interest.views.iter().filter(|(_, view)| view.fresh) {
             let handed_elsewhere: HashSet<u32> = self
                 .handed_now
@@ -134,7 +133,7 @@ impl Tick<'_> {
                         .map(|wire| UpdateOp::Despawn { wire: *wire }),
                 );
             }
-            tailored.insert(*peer, encode_updates(self.tick, ops.iter(), max_size));
+            tailored.insert(*peer, ops);
         }
         tailored
     }
