@@ -11,34 +11,55 @@ use bevy::platform::collections::HashMap;
 
 use super::super::codec::{BASELINES_KEPT, MAX_BASELINE_LEN};
 
-/// The last values of one entity's component, in slots of `stride` bytes.
+/// Values up to this long are kept inside the table (a moving transform takes 13 bytes): one
+/// value costs one lookup and a cache line or two, not a pointer chase.
+const INLINE: usize = 16;
+
+/// Where the values of one entity's component are.
+#[derive(Debug)]
+// Inline is the common case and the point: no pointer to chase.
+#[allow(clippy::large_enum_variant)]
+enum Slots {
+    Inline([[u8; INLINE]; BASELINES_KEPT]),
+    /// `stride` bytes per slot, once a value longer than [`INLINE`] came.
+    Heap {
+        stride: usize,
+        bytes: Box<[u8]>,
+    },
+}
+
+/// The last values of one entity's component.
 #[derive(Debug)]
 struct Kept {
-    /// The tick of each slot's value; 0 for an empty slot.
+    /// The tick of each slot's value; 0 for an empty slot (no message has tick 0).
     ticks: [u32; BASELINES_KEPT],
     lens: [u16; BASELINES_KEPT],
-    stride: usize,
-    bytes: Vec<u8>,
+    slots: Slots,
 }
 
 impl Kept {
-    fn new(stride: usize) -> Self {
+    fn new() -> Self {
         Self {
             ticks: [0; BASELINES_KEPT],
             lens: [0; BASELINES_KEPT],
-            stride,
-            bytes: vec![0; stride * BASELINES_KEPT],
+            slots: Slots::Inline([[0; INLINE]; BASELINES_KEPT]),
+        }
+    }
+
+    fn slot(&self, slot: usize) -> &[u8] {
+        let len = usize::from(self.lens[slot]);
+        match &self.slots {
+            Slots::Inline(values) => &values[slot][..len],
+            Slots::Heap { stride, bytes } => &bytes[slot * stride..slot * stride + len],
         }
     }
 
     fn get(&self, tick: u32) -> Option<&[u8]> {
-        // Tick 0 marks an empty slot; no message has it.
-        let slot = self
-            .ticks
-            .iter()
-            .position(|kept| *kept == tick && tick != 0)?;
-        let start = slot * self.stride;
-        Some(&self.bytes[start..start + usize::from(self.lens[slot])])
+        if tick == 0 {
+            return None;
+        }
+        let slot = self.ticks.iter().position(|kept| *kept == tick)?;
+        Some(self.slot(slot))
     }
 
     /// Keeps `value` of `tick` in place of the oldest, unless it is older than every value kept.
@@ -56,47 +77,56 @@ impl Kept {
         if oldest > tick {
             return;
         }
-        if value.len() > self.stride {
-            self.widen(value.len());
-        }
-        let start = slot * self.stride;
-        self.bytes[start..start + value.len()].copy_from_slice(value);
+        self.write(slot, value);
         self.ticks[slot] = tick;
         self.lens[slot] = value.len() as u16;
     }
 
-    /// Makes every slot `stride` bytes long.
-    fn widen(&mut self, stride: usize) {
-        let mut bytes = vec![0; stride * BASELINES_KEPT];
-        for slot in 0..BASELINES_KEPT {
-            let len = usize::from(self.lens[slot]);
-            let from = slot * self.stride;
-            bytes[slot * stride..slot * stride + len]
-                .copy_from_slice(&self.bytes[from..from + len]);
+    fn write(&mut self, slot: usize, value: &[u8]) {
+        let fits = match &self.slots {
+            Slots::Inline(_) => value.len() <= INLINE,
+            Slots::Heap { stride, .. } => value.len() <= *stride,
+        };
+        if !fits {
+            self.widen(value.len());
         }
-        self.stride = stride;
-        self.bytes = bytes;
+        match &mut self.slots {
+            Slots::Inline(values) => values[slot][..value.len()].copy_from_slice(value),
+            Slots::Heap { stride, bytes } => {
+                bytes[slot * *stride..slot * *stride + value.len()].copy_from_slice(value);
+            }
+        }
+    }
+
+    /// Makes every slot at least `len` bytes long, keeping what they hold.
+    fn widen(&mut self, len: usize) {
+        let stride = len.max(INLINE * 2);
+        let mut bytes = vec![0; stride * BASELINES_KEPT].into_boxed_slice();
+        for slot in 0..BASELINES_KEPT {
+            let value = self.slot(slot);
+            bytes[slot * stride..slot * stride + value.len()].copy_from_slice(value);
+        }
+        self.slots = Slots::Heap { stride, bytes };
     }
 }
 
-/// The baselines of one owner's values, by entity number, then component.
+/// The baselines of one owner's values, by entity number and component.
 #[derive(Debug, Default)]
 pub(super) struct ReceivedBaselines {
-    values: HashMap<u32, Vec<(u16, Kept)>>,
-    /// How many components' values are kept, over every entity.
-    count: usize,
+    values: HashMap<(u32, u16), Kept>,
+    /// Every component a value was kept of (a few): what forgetting an entity looks up.
+    components: Vec<u16>,
 }
 
 impl ReceivedBaselines {
     /// The value of `wire`'s `component` that the message of `tick` carried, if it is kept.
-    pub(super) fn get(&self, wire: u32, component: u16, tick: u32) -> Option<&[u8]> {
-        let components = self.values.get(&wire)?;
-        let (_, kept) = components.iter().find(|(of, _)| *of == component)?;
-        kept.get(tick)
+    #[cfg(test)]
+    fn get(&self, wire: u32, component: u16, tick: u32) -> Option<&[u8]> {
+        self.values.get(&(wire, component))?.get(tick)
     }
 
-    /// Keeps a value the message of `tick` carried, if there is room: at most `limit` entities'
-    /// components.
+    /// Keeps a whole value the message of `tick` carried, if there is room: at most `limit`
+    /// entities' components.
     pub(super) fn keep(
         &mut self,
         wire: u32,
@@ -108,27 +138,53 @@ impl ReceivedBaselines {
         if value.len() > MAX_BASELINE_LEN {
             return;
         }
-        let room = self.count < limit;
-        if !room && !self.values.contains_key(&wire) {
-            return;
-        }
-        let components = self.values.entry(wire).or_default();
-        match components.iter_mut().find(|(of, _)| *of == component) {
-            Some((_, kept)) => kept.keep(tick, value),
+        let room = self.values.len() < limit;
+        let kept = match self.values.get_mut(&(wire, component)) {
+            Some(kept) => kept,
             None if room => {
-                let mut kept = Kept::new(value.len());
-                kept.keep(tick, value);
-                components.push((component, kept));
-                self.count += 1;
+                if !self.components.contains(&component) {
+                    self.components.push(component);
+                }
+                self.values
+                    .entry((wire, component))
+                    .or_insert_with(Kept::new)
             }
-            None => {}
+            None => return,
+        };
+        kept.keep(tick, value);
+    }
+
+    /// Rebuilds into `value` the value of `tick` that `rebuild` makes from the kept value of
+    /// `base` (one lookup for both), and keeps it; false, with nothing read, if that baseline
+    /// is not kept.
+    pub(super) fn rebuild<E>(
+        &mut self,
+        wire: u32,
+        component: u16,
+        (base, tick): (u32, u32),
+        value: &mut Vec<u8>,
+        rebuild: impl FnOnce(&[u8], &mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<bool, E> {
+        let Some(kept) = self.values.get_mut(&(wire, component)) else {
+            return Ok(false);
+        };
+        let Some(baseline) = kept.get(base) else {
+            return Ok(false);
+        };
+        rebuild(baseline, value)?;
+        if value.len() <= MAX_BASELINE_LEN {
+            kept.keep(tick, value);
         }
+        Ok(true)
     }
 
     /// The entity `wire` is gone (despawned, or handed over): its number may name another.
     pub(super) fn forget(&mut self, wire: u32) {
-        if let Some(components) = self.values.remove(&wire) {
-            self.count -= components.len();
+        if self.values.is_empty() {
+            return;
+        }
+        for component in &self.components {
+            self.values.remove(&(wire, *component));
         }
     }
 }
@@ -142,8 +198,8 @@ mod tests {
         let mut baselines = ReceivedBaselines::default();
         let last = BASELINES_KEPT as u32 + 12;
         for tick in 1..=last {
-            // Values grow now and then: slots widen and keep what they held.
-            let value = vec![tick as u8; 1 + tick as usize / 5];
+            // Values grow: past 16 bytes the slots move out of line and keep what they held.
+            let value = vec![tick as u8; tick as usize];
             baselines.keep(7, 0, tick, &value, 10);
         }
         for tick in 1..=12 {
@@ -154,7 +210,7 @@ mod tests {
             );
         }
         for tick in 13..=last {
-            let expected = vec![tick as u8; 1 + tick as usize / 5];
+            let expected = vec![tick as u8; tick as usize];
             assert_eq!(baselines.get(7, 0, tick), Some(expected.as_slice()));
         }
         baselines.keep(7, 0, 3, b"late", 10);
@@ -170,8 +226,41 @@ mod tests {
         for wire in 0..10 {
             baselines.keep(wire, 0, 1, b"v", 4);
         }
-        assert_eq!(baselines.count, 4, "at most the limit");
+        assert_eq!(baselines.values.len(), 4, "at most the limit");
         baselines.keep(0, 0, 2, &[0; MAX_BASELINE_LEN + 1], 4);
         assert_eq!(baselines.get(0, 0, 2), None, "too long to keep");
+    }
+
+    #[test]
+    fn a_difference_is_rebuilt_from_its_baseline_and_kept() {
+        let mut baselines = ReceivedBaselines::default();
+        baselines.keep(3, 1, 10, b"abc", 8);
+        let append = |baseline: &[u8], out: &mut Vec<u8>| -> Result<(), ()> {
+            out.extend_from_slice(baseline);
+            out.push(b'd');
+            Ok(())
+        };
+        let mut value = Vec::new();
+        assert_eq!(
+            baselines.rebuild(3, 1, (10, 12), &mut value, append),
+            Ok(true)
+        );
+        assert_eq!(value, b"abcd");
+        assert_eq!(
+            baselines.get(3, 1, 12),
+            Some(&b"abcd"[..]),
+            "the rebuilt value is kept"
+        );
+        let mut value = Vec::new();
+        assert_eq!(
+            baselines.rebuild(3, 1, (11, 13), &mut value, append),
+            Ok(false),
+            "no value of tick 11 is kept"
+        );
+        assert_eq!(
+            baselines.rebuild(4, 1, (10, 13), &mut value, append),
+            Ok(false)
+        );
+        assert!(value.is_empty(), "nothing is read without a baseline");
     }
 }

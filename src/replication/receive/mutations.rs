@@ -68,12 +68,14 @@ impl<'r> Differences<'r> {
         }))
     }
 
-    /// Reads the next entry: its entity number, and whether `value` now holds its whole value
-    /// (false: it is a difference from a value not kept here, skipped).
+    /// Reads the next entry: its entity number, and whether `value` now holds its whole value,
+    /// which is kept as a baseline (false: it is a difference from a value not kept here,
+    /// skipped).
     fn next(
         &mut self,
         reader: &mut Reader<'_>,
-        baselines: &ReceivedBaselines,
+        baselines: &mut ReceivedBaselines,
+        limit: usize,
         value: &mut Vec<u8>,
     ) -> Result<(u32, bool), InputError> {
         let (gap, form) = read_delta_entry(reader)?;
@@ -86,27 +88,36 @@ impl<'r> Differences<'r> {
         let age = match form {
             EntryForm::Whole(len) => {
                 value.extend_from_slice(reader.bytes(len as usize)?);
+                baselines.keep(wire, self.component, self.tick, value, limit);
                 return Ok((wire, true));
             }
             EntryForm::FromGroupBase => self.base,
             EntryForm::FromAge(age) => age,
         };
-        let baseline = self
-            .tick
-            .checked_sub(age)
-            .filter(|_| age > 0)
-            .and_then(|tick| baselines.get(wire, self.component, tick));
         let mut input = reader.rest();
-        let read = match baseline {
-            Some(baseline) => self.codec.decode_delta(baseline, &mut input, value),
-            None => self.codec.skip_delta(&mut input),
+        let codec = self.codec;
+        let read = match self.tick.checked_sub(age).filter(|_| age > 0) {
+            Some(base) => baselines.rebuild(
+                wire,
+                self.component,
+                (base, self.tick),
+                value,
+                |baseline, value| codec.decode_delta(baseline, &mut input, value),
+            ),
+            None => Ok(false),
         };
-        read.map_err(|error| InputError::Decode {
+        let rebuilt = read.and_then(|rebuilt| {
+            if !rebuilt {
+                codec.skip_delta(&mut input)?;
+            }
+            Ok(rebuilt)
+        });
+        let rebuilt = rebuilt.map_err(|error| InputError::Decode {
             type_name: self.name,
             error: error.0,
         })?;
         reader.bytes(reader.remaining() - input.len())?;
-        Ok((wire, baseline.is_some()))
+        Ok((wire, rebuilt))
     }
 }
 
@@ -191,12 +202,11 @@ impl Apply<'_> {
                 continue;
             };
             for _ in 0..group.count {
-                let (wire, whole) = differences.next(reader, baselines, &mut value)?;
+                let (wire, whole) = differences.next(reader, baselines, limit, &mut value)?;
                 if !whole {
                     self.refuse(sender, tick, group.component, wire);
                     continue;
                 }
-                baselines.keep(wire, group.component, tick, &value, limit);
                 let mut input = value.as_slice();
                 self.apply_value(
                     sender,
@@ -302,9 +312,9 @@ impl Apply<'_> {
                 }
                 Some(mut differences) => {
                     for _ in 0..group.count {
-                        let (wire, whole) = differences.next(reader, baselines, &mut value)?;
+                        let (wire, whole) =
+                            differences.next(reader, baselines, limit, &mut value)?;
                         if whole {
-                            baselines.keep(wire, group.component, tick, &value, limit);
                             put_entry(&mut entries, wire, &value);
                             count += 1;
                         } else {
