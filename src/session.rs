@@ -308,12 +308,11 @@ impl PeerSession {
                 emit(Channel::Reliable, packet);
             });
         self.unreliable_out.detect_losses(now);
-        let ack = self.unreliable_in.ack_header(now);
+        let acks = self.unreliable_in.take_acks(now);
         self.unreliable_out.flush(
             now,
             config.unreliable_packet_size,
-            ack,
-            self.unreliable_in.ack_pending,
+            acks,
             config.heartbeat,
             &mut |packet: Bytes| {
                 sent += packet.len() as u64;
@@ -321,7 +320,6 @@ impl PeerSession {
                 emit(Channel::Unreliable, packet);
             },
         );
-        self.unreliable_in.ack_pending = false;
         self.stats.stats.packets_sent += packets;
         self.stats.window_sent += sent;
         self.update_stats(now);

@@ -10,6 +10,12 @@
 //! Each ack says how long the newest packet it acknowledges waited before the ack left (the
 //! peer acks once per frame), and the round trip is measured without that wait. Now and then a
 //! packet with an ack also carries the sender's clock, which gives the peer a clock sample.
+//!
+//! A frame may bring more packets than one ack covers (33): a big world's changes fill a hundred.
+//! The receiver then sends, before its usual ack, ack-only packets for the older ones that
+//! arrived (oldest first, up to 128 back), marked with the longest ack delay: they give no
+//! round-trip or clock sample, since the receiver does not know how long each waited. Without
+//! them the sender would call every packet more than 32 behind the newest lost.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -23,8 +29,8 @@ use super::frame::{
 use crate::error::InputError;
 use crate::wire::Reader;
 
-/// How many packets back the duplicate filter remembers.
-const WINDOW: u16 = 64;
+/// How many packets back the duplicate filter remembers, and acks can reach.
+const WINDOW: u16 = 128;
 /// How many packets may wait for an ack before the oldest is given up as lost.
 const MAX_IN_FLIGHT: usize = 1024;
 /// Shortest time between two packets that carry our clock. Twenty clock samples a second keep
@@ -148,7 +154,8 @@ impl UnreliableSender {
                 behind == 0 || (1..=32).contains(&behind) && ack.bits & (1 << (behind - 1)) != 0;
             if acked {
                 let packet = self.in_flight.remove(index).expect("index is in range");
-                if behind == 0 && newest_sent_at.is_none() {
+                // An older range's ack (see the module's docs) does not know the wait.
+                if behind == 0 && newest_sent_at.is_none() && ack.delay != u16::MAX {
                     newest_sent_at = Some(packet.sent_at);
                     // The peer held it until its next flush: that wait is its frame time, not
                     // the network's, so it comes off (never below the floor: a peer that
@@ -203,11 +210,21 @@ impl UnreliableSender {
         &mut self,
         now: Duration,
         max_packet: usize,
-        ack: Option<AckHeader>,
-        ack_pending: bool,
+        acks: Acks,
         heartbeat: Duration,
         emit: &mut impl FnMut(Bytes),
     ) {
+        let Acks {
+            ack,
+            older,
+            pending: ack_pending,
+        } = acks;
+        // Older ranges first: the usual ack, newer, would call their packets lost.
+        for header in older.iter().rev() {
+            let mut packet = Vec::new();
+            self.next_header(Some(*header)).write(&mut packet);
+            emit(Bytes::from(packet));
+        }
         let mut packet = Vec::new();
         let mut tokens = Vec::new();
         let mut header_len = 0;
@@ -291,6 +308,17 @@ impl UnreliableSender {
     }
 }
 
+/// The acks one flush sends.
+#[derive(Debug, Default)]
+pub(crate) struct Acks {
+    /// The usual one, on every packet: the newest packet received and the 32 before it.
+    pub(crate) ack: Option<AckHeader>,
+    /// Ranges further back with packets that arrived since the last flush, newest first.
+    pub(crate) older: Vec<AckHeader>,
+    /// A packet that asks for an ack arrived since the last flush.
+    pub(crate) pending: bool,
+}
+
 /// Receiving side of the unreliable channel.
 #[derive(Debug, Default)]
 pub(crate) struct UnreliableReceiver {
@@ -298,7 +326,11 @@ pub(crate) struct UnreliableReceiver {
     /// When `latest` arrived: the ack delay counts from here.
     latest_at: Duration,
     /// Bit `i` set: `latest - 1 - i` has been received.
-    window: u64,
+    window: u128,
+    /// Bit `i` set: `latest - 1 - i` asked for an ack and arrived since the last flush.
+    fresh: u128,
+    /// `latest` asked for an ack and arrived since the last flush.
+    latest_fresh: bool,
     /// A packet that asks for an ack arrived since we last sent one.
     pub(crate) ack_pending: bool,
 }
@@ -322,13 +354,40 @@ pub(crate) enum Received {
 }
 
 impl UnreliableReceiver {
-    /// The acks to send at `now`, with how long the newest one has waited.
-    pub(crate) fn ack_header(&self, now: Duration) -> Option<AckHeader> {
-        self.latest.map(|ack| AckHeader {
+    /// The acks to send at `now`, with how long the newest one has waited; the next ones
+    /// start afresh.
+    pub(crate) fn take_acks(&mut self, now: Duration) -> Acks {
+        let ack = self.latest.map(|ack| AckHeader {
             ack,
             bits: self.window as u32,
             delay: AckHeader::encode_delay(now.saturating_sub(self.latest_at)),
-        })
+        });
+        let mut older = Vec::new();
+        if let Some(latest) = self.latest {
+            // Offsets 0..32 are in the usual ack.
+            let mut offset = 32;
+            while offset < u32::from(WINDOW) {
+                if self.fresh & (1 << offset) == 0 {
+                    offset += 1;
+                    continue;
+                }
+                let bits = (self.window >> (offset + 1)) as u32;
+                older.push(AckHeader {
+                    ack: latest.wrapping_sub(1 + offset as u16),
+                    bits,
+                    delay: u16::MAX,
+                });
+                offset += 33;
+            }
+        }
+        let pending = std::mem::take(&mut self.ack_pending);
+        self.fresh = 0;
+        self.latest_fresh = false;
+        Acks {
+            ack,
+            older,
+            pending,
+        }
     }
 
     /// Reads one packet that arrived at `now`, pushing its messages. A packet that cannot be
@@ -369,7 +428,7 @@ impl UnreliableReceiver {
             }
         }
         let latest = self.latest;
-        if !self.record(header.seq) {
+        if !self.record(header.seq, eliciting) {
             messages.truncate(start);
             return Ok(Received::Duplicate);
         }
@@ -383,19 +442,26 @@ impl UnreliableReceiver {
         }))
     }
 
-    /// Notes `seq` as received; false if it was already, or is too old to know.
-    fn record(&mut self, seq: u16) -> bool {
+    /// Notes `seq` as received (`eliciting`: it asks for an ack); false if it was already, or
+    /// is too old to know.
+    fn record(&mut self, seq: u16, eliciting: bool) -> bool {
         let Some(latest) = self.latest else {
             self.latest = Some(seq);
+            self.latest_fresh = eliciting;
             return true;
         };
         let ahead = seq.wrapping_sub(latest) as i16;
         if ahead > 0 {
             let ahead = ahead as u32;
-            self.window = if ahead >= 64 {
-                0
+            // The old newest moves into the windows.
+            let was_fresh = u128::from(std::mem::replace(&mut self.latest_fresh, eliciting));
+            (self.window, self.fresh) = if ahead >= u32::from(WINDOW) {
+                (0, 0)
             } else {
-                (self.window << ahead) | (1 << (ahead - 1))
+                (
+                    (self.window << ahead) | (1 << (ahead - 1)),
+                    (self.fresh << ahead) | (was_fresh << (ahead - 1)),
+                )
             };
             self.latest = Some(seq);
             return true;
@@ -404,11 +470,14 @@ impl UnreliableReceiver {
         if behind == 0 || behind > i32::from(WINDOW) {
             return false;
         }
-        let bit = 1u64 << (behind - 1);
+        let bit = 1u128 << (behind - 1);
         if self.window & bit != 0 {
             return false;
         }
         self.window |= bit;
+        if eliciting {
+            self.fresh |= bit;
+        }
         true
     }
 }

@@ -98,53 +98,69 @@ impl Tick<'_> {
 /// full encodings, back to back.
 #[derive(Debug, Default)]
 pub(super) struct Carried {
-    /// Each value and where its bytes end.
-    ends: Vec<(ValueKey, u32)>,
+    /// Each value, which of its sends this was, and where its bytes end.
+    ends: Vec<(ValueKey, u32, u32)>,
     bytes: Vec<u8>,
 }
 
 impl Carried {
-    /// Notes a value the message carries, if it is small enough to be a baseline.
-    pub(super) fn push(&mut self, key: ValueKey, bytes: &[u8]) {
+    /// Notes a value the message carries (its `send`th), if it is small enough to be a
+    /// baseline.
+    pub(super) fn push(&mut self, key: ValueKey, send: u32, bytes: &[u8]) {
         if bytes.len() <= MAX_BASELINE_LEN {
             self.bytes.extend_from_slice(bytes);
-            self.ends.push((key, self.bytes.len() as u32));
+            self.ends.push((key, send, self.bytes.len() as u32));
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (ValueKey, &[u8])> {
+    fn iter(&self) -> impl Iterator<Item = (ValueKey, u32, &[u8])> {
         let mut start = 0;
-        self.ends.iter().map(move |(key, end)| {
+        self.ends.iter().map(move |(key, send, end)| {
             let bytes = &self.bytes[start..*end as usize];
             start = *end as usize;
-            (*key, bytes)
+            (*key, *send, bytes)
         })
     }
 }
 
+/// Baselines up to this long are kept inside the table (a transform takes 13 bytes).
+const INLINE: usize = 16;
+
 /// What the owner knows of one value at one peer.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct SentValue {
-    /// The ticks of the last messages that carried it (0: none yet), oldest overwritten first.
-    recent: [u32; BASELINES_KEPT],
-    next: usize,
-    /// The tick of the newest message with it that the peer acknowledged, 0 for none.
+    /// How many messages carried it.
+    sends: u32,
+    /// Which of those the newest acknowledged one was (`sends` just after it).
+    acked_send: u32,
+    /// That message's tick, 0 for none.
     acked: u32,
-    /// The value that message carried.
-    bytes: Vec<u8>,
     /// Acknowledgements of messages up to this tick make no baseline (the peer could not read
     /// the value in them).
     refused_through: u32,
+    /// The value that message carried: inline, or in `long` past [`INLINE`] bytes.
+    len: u16,
+    inline: [u8; INLINE],
+    long: Vec<u8>,
 }
 
-impl Default for SentValue {
-    fn default() -> Self {
-        Self {
-            recent: [0; BASELINES_KEPT],
-            next: 0,
-            acked: 0,
-            bytes: Vec::new(),
-            refused_through: 0,
+impl SentValue {
+    fn baseline(&self) -> &[u8] {
+        let len = usize::from(self.len);
+        if len <= INLINE {
+            &self.inline[..len]
+        } else {
+            &self.long
+        }
+    }
+
+    fn set_baseline(&mut self, bytes: &[u8]) {
+        self.len = bytes.len() as u16;
+        if bytes.len() <= INLINE {
+            self.inline[..bytes.len()].copy_from_slice(bytes);
+        } else {
+            self.long.clear();
+            self.long.extend_from_slice(bytes);
         }
     }
 }
@@ -157,37 +173,31 @@ pub(super) struct SentBaselines {
 
 impl SentBaselines {
     /// The baseline to send `key` as a difference from, with its tick, if the peer surely keeps
-    /// one.
+    /// one: fewer than it keeps were sent since.
     pub(super) fn usable(&self, key: &ValueKey) -> Option<(u32, &[u8])> {
         let value = self.values.get(key)?;
-        if value.acked == 0 {
-            return None;
-        }
-        let newer = value
-            .recent
-            .iter()
-            .filter(|tick| **tick > value.acked)
-            .count();
-        (newer < BASELINES_KEPT).then_some((value.acked, value.bytes.as_slice()))
+        let newer = value.sends.wrapping_sub(value.acked_send);
+        (value.acked != 0 && (newer as usize) < BASELINES_KEPT)
+            .then(|| (value.acked, value.baseline()))
     }
 
-    /// A message of `tick` carries `key`.
-    pub(super) fn sent(&mut self, key: ValueKey, tick: u32) {
+    /// Another message carries `key`: which send of it this is.
+    pub(super) fn sent(&mut self, key: ValueKey) -> u32 {
         let value = self.values.entry(key).or_default();
-        value.recent[value.next] = tick;
-        value.next = (value.next + 1) % BASELINES_KEPT;
+        value.sends = value.sends.wrapping_add(1);
+        value.sends
     }
 
     /// The message of `tick` that carried `carried` arrived: its values are the newest baselines.
     pub(super) fn acknowledged(&mut self, tick: u32, carried: &Carried) {
-        for (key, bytes) in carried.iter() {
+        for (key, send, bytes) in carried.iter() {
             let Some(value) = self.values.get_mut(&key) else {
                 continue;
             };
             if tick > value.acked && tick > value.refused_through {
                 value.acked = tick;
-                value.bytes.clear();
-                value.bytes.extend_from_slice(bytes);
+                value.acked_send = send;
+                value.set_baseline(bytes);
             }
         }
     }
@@ -274,37 +284,42 @@ mod tests {
 
     const KEY: ValueKey = (Entity::PLACEHOLDER, 0);
 
-    fn carried(bytes: &[u8]) -> Carried {
+    /// Sends `KEY` in the message of `tick`, which carries `bytes`.
+    fn send(baselines: &mut SentBaselines, bytes: &[u8]) -> Carried {
+        let send = baselines.sent(KEY);
         let mut carried = Carried::default();
-        carried.push(KEY, bytes);
+        carried.push(KEY, send, bytes);
         carried
     }
 
     #[test]
     fn a_baseline_is_used_while_the_peer_surely_keeps_it() {
         let mut baselines = SentBaselines::default();
-        baselines.sent(KEY, 1);
+        let one = send(&mut baselines, b"one");
         assert!(baselines.usable(&KEY).is_none(), "nothing acknowledged yet");
-        baselines.acknowledged(1, &carried(b"one"));
+        baselines.acknowledged(1, &one);
         assert_eq!(baselines.usable(&KEY), Some((1, &b"one"[..])));
-        for tick in 2..=(BASELINES_KEPT as u32) {
-            baselines.sent(KEY, tick);
+        for _ in 2..=BASELINES_KEPT {
+            send(&mut baselines, b"later");
         }
         assert!(
             baselines.usable(&KEY).is_some(),
             "one newer value fewer than the peer keeps"
         );
-        baselines.sent(KEY, 100);
+        let hundred = send(&mut baselines, b"a hundred, longer than sixteen bytes");
         assert!(
             baselines.usable(&KEY).is_none(),
             "as many newer values as the peer keeps may have pushed it out"
         );
-        baselines.acknowledged(100, &carried(b"hundred"));
-        assert_eq!(baselines.usable(&KEY), Some((100, &b"hundred"[..])));
-        baselines.acknowledged(50, &carried(b"older"));
+        baselines.acknowledged(100, &hundred);
         assert_eq!(
             baselines.usable(&KEY),
-            Some((100, &b"hundred"[..])),
+            Some((100, &b"a hundred, longer than sixteen bytes"[..]))
+        );
+        baselines.acknowledged(50, &one);
+        assert_eq!(
+            baselines.usable(&KEY).map(|(tick, _)| tick),
+            Some(100),
             "a late acknowledgement of an older message changes nothing"
         );
     }
@@ -312,18 +327,18 @@ mod tests {
     #[test]
     fn a_refused_value_needs_a_newer_acknowledgement() {
         let mut baselines = SentBaselines::default();
-        baselines.sent(KEY, 4);
-        baselines.acknowledged(4, &carried(b"four"));
-        baselines.sent(KEY, 6);
+        let four = send(&mut baselines, b"four");
+        baselines.acknowledged(4, &four);
+        let six = send(&mut baselines, b"a difference it could not read");
         baselines.refused(KEY, 6);
         assert!(baselines.usable(&KEY).is_none());
-        baselines.acknowledged(6, &carried(b"a difference it could not read"));
+        baselines.acknowledged(6, &six);
         assert!(
             baselines.usable(&KEY).is_none(),
             "the message it could not read is no baseline"
         );
-        baselines.sent(KEY, 7);
-        baselines.acknowledged(7, &carried(b"seven"));
+        let seven = send(&mut baselines, b"seven");
+        baselines.acknowledged(7, &seven);
         assert_eq!(baselines.usable(&KEY), Some((7, &b"seven"[..])));
     }
 

@@ -236,8 +236,8 @@ impl MutationTick<'_> {
                     stream.stats.differences += 1;
                 }
                 if entry.form != Form::Plain {
-                    stream.baselines.sent(key, self.tick);
-                    in_flight.carried.push(key, entry.bytes);
+                    let send = stream.baselines.sent(key);
+                    in_flight.carried.push(key, send, entry.bytes);
                 }
                 in_flight.values.push(key);
             }

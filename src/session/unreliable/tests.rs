@@ -12,7 +12,12 @@ fn flush(
     pending: bool,
 ) -> Vec<Bytes> {
     let mut out = Vec::new();
-    sender.flush(now, MAX, ack, pending, HEARTBEAT, &mut |p| out.push(p));
+    let acks = Acks {
+        ack,
+        older: Vec::new(),
+        pending,
+    };
+    sender.flush(now, MAX, acks, HEARTBEAT, &mut |p| out.push(p));
     out
 }
 
@@ -45,23 +50,23 @@ fn duplicates_and_stale_packets_are_dropped() {
     let mut sender = UnreliableSender::default();
     let mut receiver = UnreliableReceiver::default();
     let mut packets = Vec::new();
-    for i in 0..100u8 {
+    for i in 0..200u8 {
         sender.push(16, Bytes::from(vec![i]), None);
         packets.extend(flush(&mut sender, Duration::ZERO, None, false));
     }
     let mut messages = Vec::new();
     assert_eq!(
-        receiver.handle_packet(Duration::ZERO, &packets[99], MAX, &mut messages),
+        receiver.handle_packet(Duration::ZERO, &packets[199], MAX, &mut messages),
         Ok(Received::Fresh(Arrival::default()))
     );
     assert_eq!(
-        receiver.handle_packet(Duration::ZERO, &packets[99], MAX, &mut messages),
+        receiver.handle_packet(Duration::ZERO, &packets[199], MAX, &mut messages),
         Ok(Received::Duplicate)
     );
     assert_eq!(
         receiver.handle_packet(Duration::ZERO, &packets[98], MAX, &mut messages),
         Ok(Received::Fresh(Arrival::default())),
-        "a reordered packet inside the window is taken"
+        "a reordered packet inside the window (101 behind) is taken"
     );
     assert_eq!(
         receiver.handle_packet(Duration::ZERO, &packets[98], MAX, &mut messages),
@@ -70,7 +75,7 @@ fn duplicates_and_stale_packets_are_dropped() {
     assert_eq!(
         receiver.handle_packet(Duration::ZERO, &packets[0], MAX, &mut messages),
         Ok(Received::Duplicate),
-        "a packet 99 behind is too old to tell from a duplicate"
+        "a packet 199 behind is too old to tell from a duplicate"
     );
     assert_eq!(messages.len(), 2);
 }
@@ -84,7 +89,7 @@ fn acks_deliver_tokens_and_measure_rtt_without_the_ack_delay() {
     // 10 ms out, held 20 ms until b's next flush, 10 ms back.
     b.handle_packet(10 * MS, &packet, MAX, &mut Vec::new())
         .unwrap();
-    let ack = b.ack_header(30 * MS).unwrap();
+    let ack = b.take_acks(30 * MS).ack.unwrap();
     assert_eq!(ack.delay(), 20 * MS, "the ack says how long it waited");
     assert_eq!(a.handle_ack(40 * MS, ack), Some(Duration::ZERO));
     assert_eq!(
@@ -106,7 +111,7 @@ fn an_overstated_ack_delay_cannot_make_the_rtt_zero() {
     let lie = AckHeader {
         ack: 0,
         bits: 0,
-        delay: u16::MAX,
+        delay: u16::MAX - 1,
     };
     a.handle_ack(30 * MS, lie);
     assert_eq!(
@@ -114,6 +119,19 @@ fn an_overstated_ack_delay_cannot_make_the_rtt_zero() {
         Some(MIN_RTT_SAMPLE),
         "a delay longer than the whole round trip leaves the floor, not zero or less"
     );
+    a.push(16, Bytes::from_static(b"y"), None);
+    flush(&mut a, 40 * MS, None, false);
+    let unknown = AckHeader {
+        ack: 1,
+        bits: 0,
+        delay: u16::MAX,
+    };
+    assert_eq!(
+        a.handle_ack(50 * MS, unknown),
+        None,
+        "the longest delay marks an ack that does not know its wait: no sample"
+    );
+    assert_eq!(a.rtt.smoothed(), Some(MIN_RTT_SAMPLE));
 }
 
 #[test]
@@ -187,7 +205,7 @@ fn a_packet_that_falls_out_of_the_ack_window_is_lost() {
                 .unwrap();
         }
     }
-    a.handle_ack(MS, b.ack_header(Duration::ZERO).unwrap());
+    a.handle_ack(MS, b.take_acks(Duration::ZERO).ack.unwrap());
     let deliveries: Vec<_> = a.drain_deliveries().collect();
     assert!(deliveries.contains(&(0, Delivery::Lost)));
     assert_eq!(
@@ -247,9 +265,59 @@ fn sequence_numbers_wrap() {
         }
     }
     assert_eq!(messages.len(), 6);
-    assert_eq!(receiver.ack_header(Duration::ZERO).unwrap().ack, 2);
+    let ack = receiver.take_acks(Duration::ZERO).ack.unwrap();
+    assert_eq!(ack.ack, 2);
+    assert_eq!(ack.bits & 0b11111, 0b11111);
+}
+
+#[test]
+fn a_hundred_packets_in_one_frame_are_all_acknowledged() {
+    let mut a = UnreliableSender::default();
+    let mut b = UnreliableReceiver::default();
+    for i in 0..100u64 {
+        a.push(16, Bytes::from(vec![0; 1000]), Some(i));
+    }
+    let packets = flush(&mut a, Duration::ZERO, None, false);
+    assert_eq!(packets.len(), 100, "one 1000-byte message per packet");
+    let mut messages = Vec::new();
+    for packet in &packets {
+        b.handle_packet(5 * MS, packet, MAX, &mut messages).unwrap();
+    }
+    // The receiver's flush: its older acks first, then its usual one on a packet of its own.
+    let mut back = UnreliableSender::default();
+    let acks = b.take_acks(20 * MS);
     assert_eq!(
-        receiver.ack_header(Duration::ZERO).unwrap().bits & 0b11111,
-        0b11111
+        acks.older.len(),
+        3,
+        "the 67 packets beyond the usual ack's 33, in ranges of 33"
+    );
+    let mut replies = Vec::new();
+    back.flush(20 * MS, MAX, acks, HEARTBEAT, &mut |p| replies.push(p));
+    let mut sampled = Vec::new();
+    let mut fresh = UnreliableReceiver::default();
+    for reply in &replies {
+        let Ok(Received::Fresh(arrival)) =
+            fresh.handle_packet(30 * MS, reply, MAX, &mut Vec::new())
+        else {
+            panic!("the replies read");
+        };
+        if let Some(sent) = a.handle_ack(30 * MS, arrival.ack.unwrap()) {
+            sampled.push(sent);
+        }
+    }
+    let delivered: Vec<(u64, Delivery)> = a.drain_deliveries().collect();
+    assert_eq!(delivered.len(), 100, "every packet's fate is known");
+    assert!(
+        delivered.iter().all(|(_, d)| *d == Delivery::Delivered),
+        "every packet arrived, none is called lost: {:?}",
+        delivered
+            .iter()
+            .filter(|(_, d)| *d == Delivery::Lost)
+            .count()
+    );
+    assert_eq!(
+        sampled.len(),
+        1,
+        "only the usual ack, which knows its wait, gives a round-trip sample"
     );
 }
