@@ -7,13 +7,12 @@
 //! long. A value that does not fit is not kept,
 //! and a difference from it is refused (the owner then sends it whole).
 
-use bevy::platform::collections::HashMap;
-
 use super::super::codec::{BASELINES_KEPT, MAX_BASELINE_LEN};
+use super::super::ownership::WireMap;
 
 /// The last values of one entity's component, in slots of `stride` bytes.
 #[derive(Debug)]
-struct Kept {
+pub(super) struct Kept {
     /// The tick of each slot's value; 0 for an empty slot.
     ticks: [u32; BASELINES_KEPT],
     lens: [u16; BASELINES_KEPT],
@@ -31,7 +30,8 @@ impl Kept {
         }
     }
 
-    fn get(&self, tick: u32) -> Option<&[u8]> {
+    /// The value the message of `tick` carried, if it is kept.
+    pub(super) fn get(&self, tick: u32) -> Option<&[u8]> {
         // Tick 0 marks an empty slot; no message has it.
         let slot = self
             .ticks
@@ -41,9 +41,10 @@ impl Kept {
         Some(&self.bytes[start..start + usize::from(self.lens[slot])])
     }
 
-    /// Keeps `value` of `tick` in place of the oldest, unless it is older than every value kept.
-    fn keep(&mut self, tick: u32, value: &[u8]) {
-        if self.ticks.contains(&tick) {
+    /// Keeps `value` of `tick` in place of the oldest, unless it is older than every value kept
+    /// or too long to keep.
+    pub(super) fn keep(&mut self, tick: u32, value: &[u8]) {
+        if value.len() > MAX_BASELINE_LEN || self.ticks.contains(&tick) {
             return; // the same message twice
         }
         let (slot, oldest) = self
@@ -82,17 +83,26 @@ impl Kept {
 /// The baselines of one owner's values, by entity number, then component.
 #[derive(Debug, Default)]
 pub(super) struct ReceivedBaselines {
-    values: HashMap<u32, Vec<(u16, Kept)>>,
+    values: WireMap<Vec<(u16, Kept)>>,
     /// How many components' values are kept, over every entity.
     count: usize,
 }
 
 impl ReceivedBaselines {
     /// The value of `wire`'s `component` that the message of `tick` carried, if it is kept.
-    pub(super) fn get(&self, wire: u32, component: u16, tick: u32) -> Option<&[u8]> {
-        let components = self.values.get(&wire)?;
-        let (_, kept) = components.iter().find(|(of, _)| *of == component)?;
-        kept.get(tick)
+    #[cfg(test)]
+    fn get(&mut self, wire: u32, component: u16, tick: u32) -> Option<&[u8]> {
+        self.kept(wire, component)?.get(tick)
+    }
+
+    /// The values of `wire`'s `component` kept, if any: what reading a difference needs, then
+    /// where its value is kept (one lookup for both).
+    pub(super) fn kept(&mut self, wire: u32, component: u16) -> Option<&mut Kept> {
+        let components = self.values.get_mut(wire)?;
+        components
+            .iter_mut()
+            .find(|(of, _)| *of == component)
+            .map(|(_, kept)| kept)
     }
 
     /// Keeps a value the message of `tick` carried, if there is room: at most `limit` entities'
@@ -109,10 +119,15 @@ impl ReceivedBaselines {
             return;
         }
         let room = self.count < limit;
-        if !room && !self.values.contains_key(&wire) {
-            return;
+        if !self.values.contains(wire) {
+            if !room {
+                return;
+            }
+            self.values.insert(wire, Vec::new());
         }
-        let components = self.values.entry(wire).or_default();
+        let Some(components) = self.values.get_mut(wire) else {
+            return;
+        };
         match components.iter_mut().find(|(of, _)| *of == component) {
             Some((_, kept)) => kept.keep(tick, value),
             None if room => {
@@ -127,7 +142,7 @@ impl ReceivedBaselines {
 
     /// The entity `wire` is gone (despawned, or handed over): its number may name another.
     pub(super) fn forget(&mut self, wire: u32) {
-        if let Some(components) = self.values.remove(&wire) {
+        if let Some(components) = self.values.remove(wire) {
             self.count -= components.len();
         }
     }

@@ -69,11 +69,13 @@ impl<'r> Differences<'r> {
     }
 
     /// Reads the next entry: its entity number, and whether `value` now holds its whole value
-    /// (false: it is a difference from a value not kept here, skipped).
+    /// (false: it is a difference from a value not kept here, skipped). A whole value is kept as
+    /// a baseline for later differences, if there is room: at most `limit` entities' components.
     fn next(
         &mut self,
         reader: &mut Reader<'_>,
-        baselines: &ReceivedBaselines,
+        baselines: &mut ReceivedBaselines,
+        limit: usize,
         value: &mut Vec<u8>,
     ) -> Result<(u32, bool), InputError> {
         let (gap, form) = read_delta_entry(reader)?;
@@ -83,30 +85,40 @@ impl<'r> Differences<'r> {
             .ok_or(InputError::Malformed(WireError::OutOfRange("entity")))?;
         self.previous = wire;
         value.clear();
+        let kept = baselines.kept(wire, self.component);
         let age = match form {
             EntryForm::Whole(len) => {
                 value.extend_from_slice(reader.bytes(len as usize)?);
-                return Ok((wire, true));
+                None
             }
-            EntryForm::FromGroupBase => self.base,
-            EntryForm::FromAge(age) => age,
+            EntryForm::FromGroupBase => Some(self.base),
+            EntryForm::FromAge(age) => Some(age),
         };
-        let baseline = self
-            .tick
-            .checked_sub(age)
-            .filter(|_| age > 0)
-            .and_then(|tick| baselines.get(wire, self.component, tick));
-        let mut input = reader.rest();
-        let read = match baseline {
-            Some(baseline) => self.codec.decode_delta(baseline, &mut input, value),
-            None => self.codec.skip_delta(&mut input),
-        };
-        read.map_err(|error| InputError::Decode {
-            type_name: self.name,
-            error: error.0,
-        })?;
-        reader.bytes(reader.remaining() - input.len())?;
-        Ok((wire, baseline.is_some()))
+        if let Some(age) = age {
+            let baseline = self
+                .tick
+                .checked_sub(age)
+                .filter(|_| age > 0)
+                .and_then(|tick| kept.as_deref()?.get(tick));
+            let mut input = reader.rest();
+            let read = match baseline {
+                Some(baseline) => self.codec.decode_delta(baseline, &mut input, value),
+                None => self.codec.skip_delta(&mut input),
+            };
+            read.map_err(|error| InputError::Decode {
+                type_name: self.name,
+                error: error.0,
+            })?;
+            reader.bytes(reader.remaining() - input.len())?;
+            if baseline.is_none() {
+                return Ok((wire, false));
+            }
+        }
+        match kept {
+            Some(kept) => kept.keep(self.tick, value),
+            None => baselines.keep(wire, self.component, self.tick, value, limit),
+        }
+        Ok((wire, true))
     }
 }
 
@@ -191,12 +203,11 @@ impl Apply<'_> {
                 continue;
             };
             for _ in 0..group.count {
-                let (wire, whole) = differences.next(reader, baselines, &mut value)?;
+                let (wire, whole) = differences.next(reader, baselines, limit, &mut value)?;
                 if !whole {
                     self.refuse(sender, tick, group.component, wire);
                     continue;
                 }
-                baselines.keep(wire, group.component, tick, &value, limit);
                 let mut input = value.as_slice();
                 self.apply_value(
                     sender,
@@ -231,12 +242,7 @@ impl Apply<'_> {
     ) -> Result<(), super::super::codec::CodecError> {
         // Newer than what was applied: its tick is recorded now (one lookup, not two). If the
         // value then fails to decode, the whole message is rejected as malformed.
-        let target = self.ownership.entity_of(sender, wire).filter(|entity| {
-            self.ownership
-                .replica_mut(*entity)
-                .is_some_and(|replica| replica.advance(component, tick))
-        });
-        if let Some(entity) = target {
+        if let Some(entity) = self.ownership.newer(sender, wire, component, tick) {
             return self.decode_onto(sender, &*registration.erased, entity, input);
         }
         let value = *input;
@@ -302,9 +308,9 @@ impl Apply<'_> {
                 }
                 Some(mut differences) => {
                     for _ in 0..group.count {
-                        let (wire, whole) = differences.next(reader, baselines, &mut value)?;
+                        let (wire, whole) =
+                            differences.next(reader, baselines, limit, &mut value)?;
                         if whole {
-                            baselines.keep(wire, group.component, tick, &value, limit);
                             put_entry(&mut entries, wire, &value);
                             count += 1;
                         } else {
