@@ -94,20 +94,11 @@ impl<'a> Reader<'a> {
     }
 
     /// LEB128, at most 10 bytes, rejecting encodings that overflow 64 bits.
+    #[inline]
     pub(crate) fn varint(&mut self) -> Result<u64, WireError> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let byte = self.u8()?;
-            let bits = u64::from(byte & 0x7f);
-            if i == 9 && byte > 1 {
-                return Err(WireError::BadVarint);
-            }
-            value |= bits << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(WireError::BadVarint)
+        let (value, len) = parse_varint(self.rest())?;
+        self.pos += len;
+        Ok(value)
     }
 
     /// A varint that must fit `max`.
@@ -118,6 +109,27 @@ impl<'a> Reader<'a> {
         }
         Ok(value)
     }
+}
+
+/// The LEB128 value at the front of `bytes`, at most 10 bytes long, and how many bytes it took;
+/// an encoding that overflows 64 bits is an error.
+#[inline]
+pub(crate) fn parse_varint(bytes: &[u8]) -> Result<(u64, usize), WireError> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().take(10).enumerate() {
+        if i == 9 && byte > 1 {
+            return Err(WireError::BadVarint);
+        }
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok((value, i + 1));
+        }
+    }
+    Err(if bytes.len() >= 10 {
+        WireError::BadVarint
+    } else {
+        WireError::Truncated
+    })
 }
 
 /// Most bytes one serde decode may claim for the values it builds, whatever lengths the input

@@ -93,11 +93,10 @@ pub fn write_varint(out: &mut Vec<u8>, value: u64) {
 }
 
 /// Reads a LEB128 value.
+#[inline]
 pub fn read_varint(input: &mut &[u8]) -> Result<u64, CodecError> {
-    let mut reader = crate::wire::Reader::new(input);
-    let value = reader.varint().map_err(|e| CodecError(e.to_string()))?;
-    let read = input.len() - reader.remaining();
-    *input = &input[read..];
+    let (value, len) = crate::wire::parse_varint(input).map_err(|e| CodecError(e.to_string()))?;
+    *input = &input[len..];
     Ok(value)
 }
 
@@ -107,6 +106,7 @@ pub fn write_zigzag(out: &mut Vec<u8>, value: i64) {
 }
 
 /// Reads a zigzag varint.
+#[inline]
 pub fn read_zigzag(input: &mut &[u8]) -> Result<i64, CodecError> {
     let raw = read_varint(input)?;
     Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))

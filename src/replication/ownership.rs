@@ -4,9 +4,14 @@
 //! side announces entities that became ours and gives entities away; the receive side records
 //! replicas, hand-overs and take-overs. Nothing else writes these maps.
 
+mod ticks;
+mod wire_map;
+
 use bevy::platform::collections::{HashMap, HashSet};
 use bevy::prelude::*;
 
+use self::ticks::Ticks;
+pub(crate) use self::wire_map::WireMap;
 use super::wire::SpawnFlags;
 use crate::peer::PeerId;
 
@@ -35,34 +40,14 @@ pub(crate) struct Replica {
     pub(crate) given_as: Option<u32>,
     /// Its owner left; the host will take it.
     pub(crate) orphaned: bool,
-    /// Owner's tick of the newest value applied, per component.
-    ticks: Vec<(u16, u32)>,
 }
 
-impl Replica {
-    /// The owner's tick of the newest value of `component` applied here.
-    pub(crate) fn tick(&self, component: u16) -> u32 {
-        self.ticks
-            .iter()
-            .find(|(c, _)| *c == component)
-            .map_or(0, |(_, t)| *t)
-    }
-
-    pub(crate) fn set_tick(&mut self, component: u16, tick: u32) {
-        match self.ticks.iter_mut().find(|(c, _)| *c == component) {
-            Some(entry) => entry.1 = tick,
-            None => self.ticks.push((component, tick)),
-        }
-    }
-
-    /// Applies a value of `tick` if it is newer than the one applied; says whether it was.
-    pub(crate) fn advance(&mut self, component: u16, tick: u32) -> bool {
-        let newer = tick > self.tick(component);
-        if newer {
-            self.set_tick(component, tick);
-        }
-        newer
-    }
+/// A replica as its owner numbers it: the entity, and the owner's tick of the newest value
+/// applied, per component. What each value received needs, in one place.
+#[derive(Debug)]
+struct Numbered {
+    entity: Entity,
+    ticks: Ticks,
 }
 
 /// A replica on its way to a new owner.
@@ -79,8 +64,9 @@ pub(crate) struct Ownership {
     owned: HashMap<Entity, Owned>,
     last_wire: u32,
     replicas: HashMap<Entity, Replica>,
-    /// Each owner's wire numbers for the replicas it owns.
-    by_owner: HashMap<PeerId, HashMap<u32, Entity>>,
+    /// Each owner's wire numbers for the replicas it owns (a replica has an entry exactly while
+    /// its `wire` is set).
+    by_owner: HashMap<PeerId, WireMap<Numbered>>,
     /// Replicas whose owner left, waiting for the host to take them.
     orphans: HashSet<Entity>,
     /// Entities taken over here and not announced yet: if the game despawns one before its
@@ -162,13 +148,49 @@ impl Ownership {
         self.replicas.get(&entity)
     }
 
-    pub(crate) fn replica_mut(&mut self, entity: Entity) -> Option<&mut Replica> {
-        self.replicas.get_mut(&entity)
-    }
-
     /// The replica `owner` numbers `wire`.
     pub(crate) fn entity_of(&self, owner: PeerId, wire: u32) -> Option<Entity> {
-        self.by_owner.get(&owner)?.get(&wire).copied()
+        self.by_owner
+            .get(&owner)?
+            .get(wire)
+            .map(|numbered| numbered.entity)
+    }
+
+    /// A value of `component` of `tick` from `owner` for its entity `wire`: the entity if the
+    /// value is newer than the one applied, its tick then recorded as applied. One lookup per
+    /// value received (see "Where the receiver's time goes" in BENCHMARKS.md).
+    pub(crate) fn newer(
+        &mut self,
+        owner: PeerId,
+        wire: u32,
+        component: u16,
+        tick: u32,
+    ) -> Option<Entity> {
+        let numbered = self.by_owner.get_mut(&owner)?.get_mut(wire)?;
+        numbered
+            .ticks
+            .advance(component, tick)
+            .then_some(numbered.entity)
+    }
+
+    /// A value of `component` of `tick` was written onto the replica `entity` (a spawn or an
+    /// insertion): older values are skipped from now on.
+    pub(crate) fn applied(&mut self, entity: Entity, component: u16, tick: u32) {
+        let Some(Replica {
+            owner,
+            wire: Some(wire),
+            ..
+        }) = self.replicas.get(&entity)
+        else {
+            return;
+        };
+        if let Some(numbered) = self
+            .by_owner
+            .get_mut(owner)
+            .and_then(|numbers| numbers.get_mut(*wire))
+        {
+            numbered.ticks.set(component, tick);
+        }
     }
 
     /// `owner` announced `entity` as its own, numbered `wire`.
@@ -190,10 +212,16 @@ impl Ownership {
                 transfer_to: None,
                 given_as: None,
                 orphaned: false,
-                ticks: Vec::new(),
             },
         );
-        self.by_owner.entry(owner).or_default().insert(wire, entity);
+        let numbered = Numbered {
+            entity,
+            ticks: Ticks::default(),
+        };
+        self.by_owner
+            .entry(owner)
+            .or_default()
+            .insert(wire, numbered);
     }
 
     fn insert_replica(&mut self, entity: Entity, replica: Replica) {
@@ -231,14 +259,13 @@ impl Ownership {
                 transfer_to: Some(to),
                 given_as: Some(given.wire),
                 orphaned: false,
-                ticks: Vec::new(),
             },
         );
     }
 
     /// `owner` handed its entity `wire` to `to`; returns the entity.
     pub(crate) fn handed_over(&mut self, owner: PeerId, wire: u32, to: PeerId) -> Option<Entity> {
-        let entity = self.by_owner.get_mut(&owner)?.remove(&wire)?;
+        let entity = self.by_owner.get_mut(&owner)?.remove(wire)?.entity;
         if let Some(replica) = self.replicas.get_mut(&entity) {
             replica.wire = None;
             replica.transfer_to = Some(to);
@@ -264,7 +291,7 @@ impl Ownership {
             if let Some(wire) = replica.wire.take()
                 && let Some(numbers) = self.by_owner.get_mut(&replica.owner)
             {
-                numbers.remove(&wire);
+                numbers.remove(wire);
             }
             replica.orphaned = true;
             replica.transfer_to = None;
@@ -294,8 +321,6 @@ impl Ownership {
         for (entity, replica) in &mut self.replicas {
             if replica.owner == old && replica.transfer_to.is_none() && !replica.orphaned {
                 replica.owner = new;
-                // Its ticks may start over (a new process with the same identity).
-                replica.ticks.clear();
                 moved.push(*entity);
             }
         }
@@ -303,8 +328,15 @@ impl Ownership {
             self.count_out(old);
             *self.replicas_by.entry(new).or_default() += 1;
         }
-        if let Some(numbers) = self.by_owner.remove(&old) {
-            self.by_owner.entry(new).or_default().extend(numbers);
+        if let Some(mut numbers) = self.by_owner.remove(&old) {
+            // Their ticks may start over (a new process with the same identity).
+            for numbered in numbers.values_mut() {
+                numbered.ticks = Ticks::default();
+            }
+            let held = self.by_owner.entry(new).or_default();
+            for (wire, numbered) in numbers.drain() {
+                held.insert(wire, numbered);
+            }
         }
         moved
     }
@@ -378,7 +410,7 @@ impl Ownership {
         if let Some(wire) = replica.wire
             && let Some(numbers) = self.by_owner.get_mut(&replica.owner)
         {
-            numbers.remove(&wire);
+            numbers.remove(wire);
         }
         self.orphans.remove(&entity);
     }
@@ -505,11 +537,59 @@ mod tests {
     #[test]
     fn newer_values_advance_and_older_ones_do_not() {
         let mut table = Ownership::default();
-        table.add_replica(entity(1), PeerId(1), 5, SpawnFlags::default());
-        let replica = table.replica_mut(entity(1)).unwrap();
-        assert!(replica.advance(0, 3));
-        assert!(!replica.advance(0, 3), "the same tick again");
-        assert!(!replica.advance(0, 2), "an older tick");
-        assert!(replica.advance(1, 1), "each component has its own tick");
+        let (a, b) = (PeerId(1), PeerId(2));
+        table.add_replica(entity(1), a, 5, SpawnFlags::default());
+        assert_eq!(table.newer(a, 5, 0, 3), Some(entity(1)));
+        assert_eq!(table.newer(a, 5, 0, 3), None, "the same tick again");
+        assert_eq!(table.newer(a, 5, 0, 2), None, "an older tick");
+        assert_eq!(
+            table.newer(a, 5, 1, 1),
+            Some(entity(1)),
+            "each component has its own tick"
+        );
+        assert_eq!(table.newer(b, 5, 0, 9), None, "another owner's number 5");
+        assert_eq!(table.newer(a, 6, 0, 9), None, "a number not held");
+        table.applied(entity(1), 0, 7);
+        assert_eq!(
+            table.newer(a, 5, 0, 7),
+            None,
+            "a spawn's value of tick 7 was applied"
+        );
+        assert_eq!(table.newer(a, 5, 0, 8), Some(entity(1)));
+        // A resumed owner's ticks start over, under the same numbers.
+        assert_eq!(table.rekey_owner(a, b), vec![entity(1)]);
+        assert_eq!(table.newer(b, 5, 0, 1), Some(entity(1)));
+        assert_eq!(table.entity_of(a, 5), None);
+        table.handed_over(b, 5, a);
+        assert_eq!(
+            table.newer(b, 5, 0, 9),
+            None,
+            "being handed over: nobody's value"
+        );
+    }
+
+    #[test]
+    fn hostile_numbers_find_only_their_own_replicas() {
+        let mut table = Ownership::default();
+        let a = PeerId(1);
+        let wires = [1, u32::MAX, 0, 70_000, 70_000 * 3, 2];
+        for (index, wire) in wires.into_iter().enumerate() {
+            table.add_replica(entity(index as u32 + 1), a, wire, SpawnFlags::default());
+        }
+        for (index, wire) in wires.into_iter().enumerate() {
+            assert_eq!(table.entity_of(a, wire), Some(entity(index as u32 + 1)));
+            assert_eq!(table.newer(a, wire, 3, 10), Some(entity(index as u32 + 1)));
+        }
+        assert_eq!(table.replica_count(a), wires.len());
+        assert_eq!(table.entity_of(a, 3), None);
+        table.forget(entity(2));
+        assert_eq!(
+            table.entity_of(a, u32::MAX),
+            None,
+            "forgotten with its replica"
+        );
+        table.orphan(entity(4));
+        assert_eq!(table.entity_of(a, 70_000), None, "an orphan has no number");
+        assert_eq!(table.entity_of(a, 70_000 * 3), Some(entity(5)));
     }
 }

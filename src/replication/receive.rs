@@ -429,9 +429,7 @@ impl Apply<'_> {
         let result = self.decode_onto(sender, &*registration.erased, entity, &mut input);
         let error = match result {
             Ok(()) if input.is_empty() => {
-                if let Some(replica) = self.ownership.replica_mut(entity) {
-                    replica.set_tick(component, tick);
-                }
+                self.ownership.applied(entity, component, tick);
                 return;
             }
             Ok(()) => format!("{} bytes left over", input.len()),

@@ -7,17 +7,16 @@
 //! long. A value that does not fit is not kept,
 //! and a difference from it is refused (the owner then sends it whole).
 
-use bevy::platform::collections::HashMap;
-
 use super::super::codec::{BASELINES_KEPT, MAX_BASELINE_LEN};
+use super::super::ownership::WireMap;
 
-/// Values up to this long are kept inside the table (a moving transform takes 13 bytes): one
-/// value costs one lookup and a cache line or two, not a pointer chase.
+/// Values up to this long are kept inside the entry (a moving transform takes 13 bytes): no
+/// pointer to chase.
 const INLINE: usize = 16;
 
 /// Where the values of one entity's component are.
 #[derive(Debug)]
-// Inline is the common case and the point: no pointer to chase.
+// Inline is the common case and the point.
 #[allow(clippy::large_enum_variant)]
 enum Slots {
     Inline([[u8; INLINE]; BASELINES_KEPT]),
@@ -30,7 +29,7 @@ enum Slots {
 
 /// The last values of one entity's component.
 #[derive(Debug)]
-struct Kept {
+pub(super) struct Kept {
     /// The tick of each slot's value; 0 for an empty slot (no message has tick 0).
     ticks: [u32; BASELINES_KEPT],
     lens: [u16; BASELINES_KEPT],
@@ -54,7 +53,8 @@ impl Kept {
         }
     }
 
-    fn get(&self, tick: u32) -> Option<&[u8]> {
+    /// The value the message of `tick` carried, if it is kept.
+    pub(super) fn get(&self, tick: u32) -> Option<&[u8]> {
         if tick == 0 {
             return None;
         }
@@ -62,9 +62,10 @@ impl Kept {
         Some(self.slot(slot))
     }
 
-    /// Keeps `value` of `tick` in place of the oldest, unless it is older than every value kept.
-    fn keep(&mut self, tick: u32, value: &[u8]) {
-        if self.ticks.contains(&tick) {
+    /// Keeps `value` of `tick` in place of the oldest, unless it is older than every value kept
+    /// or too long to keep.
+    pub(super) fn keep(&mut self, tick: u32, value: &[u8]) {
+        if value.len() > MAX_BASELINE_LEN || self.ticks.contains(&tick) {
             return; // the same message twice
         }
         let (slot, oldest) = self
@@ -110,23 +111,33 @@ impl Kept {
     }
 }
 
-/// The baselines of one owner's values, by entity number and component.
+/// The baselines of one owner's values, by entity number, then component.
 #[derive(Debug, Default)]
 pub(super) struct ReceivedBaselines {
-    values: HashMap<(u32, u16), Kept>,
-    /// Every component a value was kept of (a few): what forgetting an entity looks up.
-    components: Vec<u16>,
+    values: WireMap<Vec<(u16, Kept)>>,
+    /// How many components' values are kept, over every entity.
+    count: usize,
 }
 
 impl ReceivedBaselines {
     /// The value of `wire`'s `component` that the message of `tick` carried, if it is kept.
     #[cfg(test)]
-    fn get(&self, wire: u32, component: u16, tick: u32) -> Option<&[u8]> {
-        self.values.get(&(wire, component))?.get(tick)
+    fn get(&mut self, wire: u32, component: u16, tick: u32) -> Option<&[u8]> {
+        self.kept(wire, component)?.get(tick)
     }
 
-    /// Keeps a whole value the message of `tick` carried, if there is room: at most `limit`
-    /// entities' components.
+    /// The values of `wire`'s `component` kept, if any: what reading a difference needs, then
+    /// where its value is kept (one lookup for both).
+    pub(super) fn kept(&mut self, wire: u32, component: u16) -> Option<&mut Kept> {
+        let components = self.values.get_mut(wire)?;
+        components
+            .iter_mut()
+            .find(|(of, _)| *of == component)
+            .map(|(_, kept)| kept)
+    }
+
+    /// Keeps a value the message of `tick` carried, if there is room: at most `limit` entities'
+    /// components.
     pub(super) fn keep(
         &mut self,
         wire: u32,
@@ -138,53 +149,32 @@ impl ReceivedBaselines {
         if value.len() > MAX_BASELINE_LEN {
             return;
         }
-        let room = self.values.len() < limit;
-        let kept = match self.values.get_mut(&(wire, component)) {
-            Some(kept) => kept,
-            None if room => {
-                if !self.components.contains(&component) {
-                    self.components.push(component);
-                }
-                self.values
-                    .entry((wire, component))
-                    .or_insert_with(Kept::new)
+        let room = self.count < limit;
+        if !self.values.contains(wire) {
+            if !room {
+                return;
             }
-            None => return,
-        };
-        kept.keep(tick, value);
-    }
-
-    /// Rebuilds into `value` the value of `tick` that `rebuild` makes from the kept value of
-    /// `base` (one lookup for both), and keeps it; false, with nothing read, if that baseline
-    /// is not kept.
-    pub(super) fn rebuild<E>(
-        &mut self,
-        wire: u32,
-        component: u16,
-        (base, tick): (u32, u32),
-        value: &mut Vec<u8>,
-        rebuild: impl FnOnce(&[u8], &mut Vec<u8>) -> Result<(), E>,
-    ) -> Result<bool, E> {
-        let Some(kept) = self.values.get_mut(&(wire, component)) else {
-            return Ok(false);
-        };
-        let Some(baseline) = kept.get(base) else {
-            return Ok(false);
-        };
-        rebuild(baseline, value)?;
-        if value.len() <= MAX_BASELINE_LEN {
-            kept.keep(tick, value);
+            self.values.insert(wire, Vec::new());
         }
-        Ok(true)
+        let Some(components) = self.values.get_mut(wire) else {
+            return;
+        };
+        match components.iter_mut().find(|(of, _)| *of == component) {
+            Some((_, kept)) => kept.keep(tick, value),
+            None if room => {
+                let mut kept = Kept::new();
+                kept.keep(tick, value);
+                components.push((component, kept));
+                self.count += 1;
+            }
+            None => {}
+        }
     }
 
     /// The entity `wire` is gone (despawned, or handed over): its number may name another.
     pub(super) fn forget(&mut self, wire: u32) {
-        if self.values.is_empty() {
-            return;
-        }
-        for component in &self.components {
-            self.values.remove(&(wire, *component));
+        if let Some(components) = self.values.remove(wire) {
+            self.count -= components.len();
         }
     }
 }
@@ -226,41 +216,8 @@ mod tests {
         for wire in 0..10 {
             baselines.keep(wire, 0, 1, b"v", 4);
         }
-        assert_eq!(baselines.values.len(), 4, "at most the limit");
+        assert_eq!(baselines.count, 4, "at most the limit");
         baselines.keep(0, 0, 2, &[0; MAX_BASELINE_LEN + 1], 4);
         assert_eq!(baselines.get(0, 0, 2), None, "too long to keep");
-    }
-
-    #[test]
-    fn a_difference_is_rebuilt_from_its_baseline_and_kept() {
-        let mut baselines = ReceivedBaselines::default();
-        baselines.keep(3, 1, 10, b"abc", 8);
-        let append = |baseline: &[u8], out: &mut Vec<u8>| -> Result<(), ()> {
-            out.extend_from_slice(baseline);
-            out.push(b'd');
-            Ok(())
-        };
-        let mut value = Vec::new();
-        assert_eq!(
-            baselines.rebuild(3, 1, (10, 12), &mut value, append),
-            Ok(true)
-        );
-        assert_eq!(value, b"abcd");
-        assert_eq!(
-            baselines.get(3, 1, 12),
-            Some(&b"abcd"[..]),
-            "the rebuilt value is kept"
-        );
-        let mut value = Vec::new();
-        assert_eq!(
-            baselines.rebuild(3, 1, (11, 13), &mut value, append),
-            Ok(false),
-            "no value of tick 11 is kept"
-        );
-        assert_eq!(
-            baselines.rebuild(4, 1, (10, 13), &mut value, append),
-            Ok(false)
-        );
-        assert!(value.is_empty(), "nothing is read without a baseline");
     }
 }

@@ -68,9 +68,9 @@ impl<'r> Differences<'r> {
         }))
     }
 
-    /// Reads the next entry: its entity number, and whether `value` now holds its whole value,
-    /// which is kept as a baseline (false: it is a difference from a value not kept here,
-    /// skipped).
+    /// Reads the next entry: its entity number, and whether `value` now holds its whole value
+    /// (false: it is a difference from a value not kept here, skipped). A whole value is kept as
+    /// a baseline for later differences, if there is room: at most `limit` entities' components.
     fn next(
         &mut self,
         reader: &mut Reader<'_>,
@@ -85,39 +85,40 @@ impl<'r> Differences<'r> {
             .ok_or(InputError::Malformed(WireError::OutOfRange("entity")))?;
         self.previous = wire;
         value.clear();
+        let kept = baselines.kept(wire, self.component);
         let age = match form {
             EntryForm::Whole(len) => {
                 value.extend_from_slice(reader.bytes(len as usize)?);
-                baselines.keep(wire, self.component, self.tick, value, limit);
-                return Ok((wire, true));
+                None
             }
-            EntryForm::FromGroupBase => self.base,
-            EntryForm::FromAge(age) => age,
+            EntryForm::FromGroupBase => Some(self.base),
+            EntryForm::FromAge(age) => Some(age),
         };
-        let mut input = reader.rest();
-        let codec = self.codec;
-        let read = match self.tick.checked_sub(age).filter(|_| age > 0) {
-            Some(base) => baselines.rebuild(
-                wire,
-                self.component,
-                (base, self.tick),
-                value,
-                |baseline, value| codec.decode_delta(baseline, &mut input, value),
-            ),
-            None => Ok(false),
-        };
-        let rebuilt = read.and_then(|rebuilt| {
-            if !rebuilt {
-                codec.skip_delta(&mut input)?;
+        if let Some(age) = age {
+            let baseline = self
+                .tick
+                .checked_sub(age)
+                .filter(|_| age > 0)
+                .and_then(|tick| kept.as_deref()?.get(tick));
+            let mut input = reader.rest();
+            let read = match baseline {
+                Some(baseline) => self.codec.decode_delta(baseline, &mut input, value),
+                None => self.codec.skip_delta(&mut input),
+            };
+            read.map_err(|error| InputError::Decode {
+                type_name: self.name,
+                error: error.0,
+            })?;
+            reader.bytes(reader.remaining() - input.len())?;
+            if baseline.is_none() {
+                return Ok((wire, false));
             }
-            Ok(rebuilt)
-        });
-        let rebuilt = rebuilt.map_err(|error| InputError::Decode {
-            type_name: self.name,
-            error: error.0,
-        })?;
-        reader.bytes(reader.remaining() - input.len())?;
-        Ok((wire, rebuilt))
+        }
+        match kept {
+            Some(kept) => kept.keep(self.tick, value),
+            None => baselines.keep(wire, self.component, self.tick, value, limit),
+        }
+        Ok((wire, true))
     }
 }
 
@@ -241,12 +242,7 @@ impl Apply<'_> {
     ) -> Result<(), super::super::codec::CodecError> {
         // Newer than what was applied: its tick is recorded now (one lookup, not two). If the
         // value then fails to decode, the whole message is rejected as malformed.
-        let target = self.ownership.entity_of(sender, wire).filter(|entity| {
-            self.ownership
-                .replica_mut(*entity)
-                .is_some_and(|replica| replica.advance(component, tick))
-        });
-        if let Some(entity) = target {
+        if let Some(entity) = self.ownership.newer(sender, wire, component, tick) {
             return self.decode_onto(sender, &*registration.erased, entity, input);
         }
         let value = *input;

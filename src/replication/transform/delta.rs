@@ -10,7 +10,7 @@
 //!          · bit 5 it goes whole (its stored bytes)
 //! ```
 
-use super::{CodecError, DeltaCodec, TransformCodec, read_zigzag, write_zigzag};
+use super::{CodecError, DeltaCodec, TransformCodec, from_le, read_zigzag, write_zigzag};
 
 const ROTATION_TURNED: u8 = 1 << 3;
 const ROTATION_WIDE: u8 = 1 << 4;
@@ -38,11 +38,9 @@ impl TransformCodec {
         if input.len() < len {
             return Err(CodecError("a baseline ends in its rotation".to_owned()));
         }
-        let mut rotation = [0u8; 8];
-        rotation[..len].copy_from_slice(&input[..len]);
         Ok(Quantized {
             axes,
-            rotation: u64::from_le_bytes(rotation),
+            rotation: from_le(&input[..len]),
             scale: &input[len..],
         })
     }
@@ -171,9 +169,7 @@ impl TransformCodec {
     fn turned(&self, rotation: u64, flags: u8, input: &mut &[u8]) -> Result<u64, CodecError> {
         let bytes = take(input, self.rotation_len(flags))?;
         if flags & ROTATION_WHOLE != 0 {
-            let mut whole = [0u8; 8];
-            whole[..bytes.len()].copy_from_slice(bytes);
-            let whole = u64::from_le_bytes(whole);
+            let whole = from_le(bytes);
             if whole & 4 != rotation & 4 {
                 return Err(CodecError("a rotation changes the scale flag".to_owned()));
             }
