@@ -172,20 +172,16 @@ pub(super) struct SentBaselines {
 }
 
 impl SentBaselines {
-    /// The baseline to send `key` as a difference from, with its tick, if the peer surely keeps
-    /// one: fewer than it keeps were sent since.
-    pub(super) fn usable(&self, key: &ValueKey) -> Option<(u32, &[u8])> {
-        let value = self.values.get(key)?;
-        let newer = value.sends.wrapping_sub(value.acked_send);
-        (value.acked != 0 && (newer as usize) < BASELINES_KEPT)
-            .then(|| (value.acked, value.baseline()))
-    }
-
-    /// Another message carries `key`: which send of it this is.
-    pub(super) fn sent(&mut self, key: ValueKey) -> u32 {
+    /// Counts another message carrying `key` (one lookup for both): which send of it this is,
+    /// and the baseline to send it as a difference from, with its tick, if the peer surely keeps
+    /// one (fewer than it keeps were sent since). A value the budget then holds back was counted
+    /// all the same, which only retires its baseline sooner.
+    pub(super) fn next_send(&mut self, key: ValueKey) -> (u32, Option<(u32, &[u8])>) {
         let value = self.values.entry(key).or_default();
+        let newer = value.sends.wrapping_sub(value.acked_send);
         value.sends = value.sends.wrapping_add(1);
-        value.sends
+        let usable = value.acked != 0 && (newer as usize) < BASELINES_KEPT;
+        (value.sends, usable.then(|| (value.acked, value.baseline())))
     }
 
     /// The message of `tick` that carried `carried` arrived: its values are the newest baselines.
@@ -229,31 +225,33 @@ pub(super) enum Form {
 }
 
 /// How to send one value: whole, or as the difference from `baselines`' value of it (written to
-/// `differences`), whichever the codec and the baseline allow.
+/// `differences`), whichever the codec and the baseline allow; with which send of it this is.
 pub(super) fn form_of(
     registry: &ReplicationRegistry,
-    baselines: &SentBaselines,
+    baselines: &mut SentBaselines,
     tick: u32,
     key: &ValueKey,
     bytes: &[u8],
     differences: &mut Vec<u8>,
-) -> Form {
+) -> (Form, u32) {
     let Some(delta) = registry.get(key.1).and_then(|r| r.delta.as_deref()) else {
-        return Form::Plain;
+        return (Form::Plain, 0);
     };
-    let Some((base_tick, baseline)) = baselines.usable(key) else {
-        return Form::Whole;
+    let (send, baseline) = baselines.next_send(*key);
+    let Some((base_tick, baseline)) = baseline else {
+        return (Form::Whole, send);
     };
     let start = differences.len();
     if bytes.len() > MAX_BASELINE_LEN || !delta.encode_delta(baseline, bytes, differences) {
         differences.truncate(start);
-        return Form::Whole;
+        return (Form::Whole, send);
     }
-    Form::Delta {
+    let form = Form::Delta {
         age: tick.wrapping_sub(base_tick),
         start: start as u32,
         end: differences.len() as u32,
-    }
+    };
+    (form, send)
 }
 
 /// The age most differences of one component use: the one its group header names.
@@ -284,41 +282,47 @@ mod tests {
 
     const KEY: ValueKey = (Entity::PLACEHOLDER, 0);
 
-    /// Sends `KEY` in the message of `tick`, which carries `bytes`.
+    /// Sends `KEY` in a message that carries `bytes`.
     fn send(baselines: &mut SentBaselines, bytes: &[u8]) -> Carried {
-        let send = baselines.sent(KEY);
+        let (send, _) = baselines.next_send(KEY);
         let mut carried = Carried::default();
         carried.push(KEY, send, bytes);
         carried
     }
 
+    /// The baseline the next send of `KEY` may use (and that send, counted).
+    fn usable(baselines: &mut SentBaselines) -> Option<(u32, Vec<u8>)> {
+        let (_, baseline) = baselines.next_send(KEY);
+        baseline.map(|(tick, bytes)| (tick, bytes.to_vec()))
+    }
+
     #[test]
     fn a_baseline_is_used_while_the_peer_surely_keeps_it() {
         let mut baselines = SentBaselines::default();
-        let one = send(&mut baselines, b"one");
-        assert!(baselines.usable(&KEY).is_none(), "nothing acknowledged yet");
+        let one = send(&mut baselines, b"one"); // send 1
+        assert!(usable(&mut baselines).is_none(), "nothing acknowledged yet"); // send 2
         baselines.acknowledged(1, &one);
-        assert_eq!(baselines.usable(&KEY), Some((1, &b"one"[..])));
-        for _ in 2..=BASELINES_KEPT {
+        assert_eq!(usable(&mut baselines), Some((1, b"one".to_vec()))); // send 3
+        for _ in 3..BASELINES_KEPT {
             send(&mut baselines, b"later");
         }
         assert!(
-            baselines.usable(&KEY).is_some(),
-            "one newer value fewer than the peer keeps"
+            usable(&mut baselines).is_some(),
+            "15 sends after the baseline's: one fewer than the peer keeps"
         );
         let hundred = send(&mut baselines, b"a hundred, longer than sixteen bytes");
         assert!(
-            baselines.usable(&KEY).is_none(),
-            "as many newer values as the peer keeps may have pushed it out"
+            usable(&mut baselines).is_none(),
+            "as many sends as the peer keeps may have pushed it out"
         );
         baselines.acknowledged(100, &hundred);
         assert_eq!(
-            baselines.usable(&KEY),
-            Some((100, &b"a hundred, longer than sixteen bytes"[..]))
+            usable(&mut baselines),
+            Some((100, b"a hundred, longer than sixteen bytes".to_vec()))
         );
         baselines.acknowledged(50, &one);
         assert_eq!(
-            baselines.usable(&KEY).map(|(tick, _)| tick),
+            usable(&mut baselines).map(|(tick, _)| tick),
             Some(100),
             "a late acknowledgement of an older message changes nothing"
         );
@@ -331,15 +335,15 @@ mod tests {
         baselines.acknowledged(4, &four);
         let six = send(&mut baselines, b"a difference it could not read");
         baselines.refused(KEY, 6);
-        assert!(baselines.usable(&KEY).is_none());
+        assert!(usable(&mut baselines).is_none());
         baselines.acknowledged(6, &six);
         assert!(
-            baselines.usable(&KEY).is_none(),
+            usable(&mut baselines).is_none(),
             "the message it could not read is no baseline"
         );
         let seven = send(&mut baselines, b"seven");
         baselines.acknowledged(7, &seven);
-        assert_eq!(baselines.usable(&KEY), Some((7, &b"seven"[..])));
+        assert_eq!(usable(&mut baselines), Some((7, b"seven".to_vec())));
     }
 
     #[test]

@@ -47,6 +47,8 @@ struct Entry<'a> {
     /// The value's full encoding.
     bytes: &'a [u8],
     form: Form,
+    /// Which send of it to this peer this is, when it may become a baseline.
+    send: u32,
 }
 
 impl Entry<'_> {
@@ -127,6 +129,7 @@ impl MutationTick<'_> {
                 entity: value.entity,
                 bytes: &self.values[value.range.clone()],
                 form: Form::Plain,
+                send: 0,
             })
             .collect();
         entries.extend(owed.iter().map(|value| Entry {
@@ -135,6 +138,7 @@ impl MutationTick<'_> {
             entity: value.entity,
             bytes: &value.bytes,
             form: Form::Plain,
+            send: 0,
         }));
         entries.retain(|entry| view.shows(entry.wire));
         if entries.is_empty() {
@@ -152,9 +156,9 @@ impl MutationTick<'_> {
         if self.deltas {
             for entry in &mut entries {
                 let key = (entry.entity, entry.component);
-                entry.form = form_of(
+                (entry.form, entry.send) = form_of(
                     self.registry,
-                    &stream.baselines,
+                    &mut stream.baselines,
                     self.tick,
                     &key,
                     entry.bytes,
@@ -236,8 +240,7 @@ impl MutationTick<'_> {
                     stream.stats.differences += 1;
                 }
                 if entry.form != Form::Plain {
-                    let send = stream.baselines.sent(key);
-                    in_flight.carried.push(key, send, entry.bytes);
+                    in_flight.carried.push(key, entry.send, entry.bytes);
                 }
                 in_flight.values.push(key);
             }
@@ -480,6 +483,7 @@ mod tests {
             entity: Entity::PLACEHOLDER,
             bytes,
             form,
+            send: 0,
         }
     }
 
