@@ -371,7 +371,8 @@ impl UnreliableReceiver {
                     offset += 1;
                     continue;
                 }
-                let bits = (self.window >> (offset + 1)) as u32;
+                // Offset 127's range reaches past the window: nothing is known there.
+                let bits = self.window.checked_shr(offset + 1).unwrap_or(0) as u32;
                 older.push(AckHeader {
                     ack: latest.wrapping_sub(1 + offset as u16),
                     bits,

@@ -16,8 +16,9 @@ use super::{CodecError, read_varint, write_varint};
 pub(crate) const BASELINES_KEPT: usize = 16;
 
 /// Values whose full encoding is longer than this are always sent whole: receivers keep every
-/// baseline they may be asked for, and this bounds what that costs them.
-pub(crate) const MAX_BASELINE_LEN: usize = 1024;
+/// baseline they may be asked for (16 of each), and this bounds what that costs them: at most
+/// 1 KiB per entity's component, whatever an owner sends.
+pub(crate) const MAX_BASELINE_LEN: usize = 64;
 
 /// Writes a component's value as the difference from an earlier value of it (the baseline), and
 /// rebuilds the value from the baseline and that difference. Both values are given in the full
@@ -51,7 +52,8 @@ pub trait DeltaCodec: Send + Sync + 'static {
 /// A difference of equal-length encodings as the bytes that changed: runs of
 /// `(unchanged, changed)` lengths, each followed by the changed bytes. A struct of fixed-size
 /// fields through [`SerdeCodec`](super::SerdeCodec) where one field changes at a time costs a few
-/// bytes instead of all of them. Encodings whose length changed go whole.
+/// bytes instead of all of them. Encodings whose length changed, and encodings longer than
+/// 64 bytes (what receivers keep of each value is bounded), go whole.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ByteDelta;
 
@@ -90,7 +92,10 @@ impl DeltaCodec for ByteDelta {
         for_each_run(input, |skip, changed| {
             at = at
                 .checked_add(skip)
-                .filter(|end| end + changed.len() <= value.len())
+                .filter(|at| {
+                    at.checked_add(changed.len())
+                        .is_some_and(|end| end <= value.len())
+                })
                 .ok_or_else(|| CodecError("a difference runs past its baseline".to_owned()))?;
             value[at..at + changed.len()].copy_from_slice(changed);
             at += changed.len();
@@ -182,6 +187,21 @@ mod tests {
             Some(1),
             "no change: one byte"
         );
+    }
+
+    #[test]
+    fn a_run_past_the_baseline_is_an_error_not_a_panic() {
+        // One run that skips u64::MAX bytes, then changes one.
+        let mut hostile = vec![1];
+        hostile.extend_from_slice(&[0xff; 9]);
+        hostile.extend_from_slice(&[0x01, 0x01, 0xaa]);
+        let mut out = Vec::new();
+        assert!(
+            ByteDelta
+                .decode_delta(&[0; 8], &mut hostile.as_slice(), &mut out)
+                .is_err()
+        );
+        assert!(out.is_empty(), "nothing is kept of a refused difference");
     }
 
     #[test]

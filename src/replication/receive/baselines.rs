@@ -3,7 +3,7 @@
 //! which later differences name (see `send/baselines.rs` for the owner's side).
 //!
 //! What this keeps is bounded: per owner, at most as many values as the entities it may own
-//! here times the components sent as differences, each at most `MAX_BASELINE_LEN` (1 KiB)
+//! here times the components sent as differences, each at most `MAX_BASELINE_LEN` (64 bytes)
 //! long. A value that does not fit is not kept,
 //! and a difference from it is refused (the owner then sends it whole).
 

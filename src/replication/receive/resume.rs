@@ -78,8 +78,11 @@ impl Apply<'_> {
                 self.ownership.hand_back(entity);
                 self.unsuspend(entity, crate::replication::remote_owner(self.peers, giver));
             } else if follows_host && host.is_some() {
+                // Its owner until the host claims it stays as it was (the giver is gone).
                 self.ownership.orphan(entity);
-                self.unsuspend(entity, crate::replication::remote_owner(self.peers, giver));
+                if let Ok(mut target) = self.world.get_entity_mut(entity) {
+                    target.remove::<Suspended>();
+                }
             } else if self.peers.is_suspended(giver) {
                 self.ownership.hand_back(entity); // still suspended, now with its giver's
             } else {

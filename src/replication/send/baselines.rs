@@ -201,9 +201,11 @@ impl SentBaselines {
     /// The peer could not read `key` in the message of `tick`: no baseline until it gets it
     /// whole.
     pub(super) fn refused(&mut self, key: ValueKey, tick: u32) {
-        let value = self.values.entry(key).or_default();
-        value.acked = 0;
-        value.refused_through = value.refused_through.max(tick);
+        // Only values sent as differences: a peer cannot make this table grow by refusing others.
+        if let Some(value) = self.values.get_mut(&key) {
+            value.acked = 0;
+            value.refused_through = value.refused_through.max(tick);
+        }
     }
 
     /// Keeps only the values `keep` says.

@@ -131,7 +131,10 @@ impl PeerStream {
     /// The peer could not read `key` in the message of `refused_at` (it no longer had the
     /// baseline): the value goes whole, at once (this is `tick`).
     pub(super) fn baseline_missing(&mut self, key: ValueKey, refused_at: u32, tick: u32) {
-        self.baselines.refused(key, refused_at);
+        // Every message sent before this tick may hold a difference from the missing value: none
+        // of their acknowledgements makes a baseline; this tick's, whole, does.
+        self.baselines
+            .refused(key, refused_at.max(tick.saturating_sub(1)));
         self.stats.refused_differences += 1;
         let owed = self.owe(key, tick);
         owed.tick = tick;

@@ -271,6 +271,33 @@ fn sequence_numbers_wrap() {
 }
 
 #[test]
+fn a_packet_at_the_edge_of_the_window_is_acked_without_reaching_past_it() {
+    let mut a = UnreliableSender {
+        next_seq: 72,
+        ..Default::default()
+    };
+    let mut b = UnreliableReceiver::default();
+    a.push(16, Bytes::from_static(b"old"), None);
+    let old = flush(&mut a, Duration::ZERO, None, false).remove(0);
+    a.next_seq = 200;
+    a.push(16, Bytes::from_static(b"new"), None);
+    let new = flush(&mut a, Duration::ZERO, None, false).remove(0);
+    let mut messages = Vec::new();
+    b.handle_packet(MS, &new, MAX, &mut messages).unwrap();
+    b.handle_packet(MS, &old, MAX, &mut messages).unwrap();
+    let acks = b.take_acks(2 * MS);
+    assert_eq!(
+        acks.older,
+        vec![AckHeader {
+            ack: 72,
+            bits: 0,
+            delay: u16::MAX
+        }],
+        "the packet 128 behind is acked alone: nothing older is known"
+    );
+}
+
+#[test]
 fn a_hundred_packets_in_one_frame_are_all_acknowledged() {
     let mut a = UnreliableSender::default();
     let mut b = UnreliableReceiver::default();
