@@ -14,14 +14,18 @@ impl Apply<'_> {
         self.streams.entry(sender).or_default().snapshot = Some(HashSet::default());
     }
 
-    /// The snapshot being received from `sender`, if one is, lists its entity `wire`.
+    /// The snapshot being received from `sender`, if one is, lists its entity `wire`. A
+    /// snapshot longer than the entities its owner may have here is not one: it prunes nothing.
     pub(super) fn snapshot_lists(&mut self, sender: PeerId, wire: u32) {
-        if let Some(listed) = self
-            .streams
-            .get_mut(&sender)
-            .and_then(|stream| stream.snapshot.as_mut())
-        {
+        let limit = self.config.max_entities_per_peer;
+        let Some(stream) = self.streams.get_mut(&sender) else {
+            return;
+        };
+        if let Some(listed) = stream.snapshot.as_mut() {
             listed.insert(wire);
+            if listed.len() > limit {
+                stream.snapshot = None;
+            }
         }
     }
 
