@@ -54,6 +54,8 @@ pub enum Delivery {
 struct InFlight {
     seq: u16,
     sent_at: Duration,
+    /// Which flush sent it: packets of one flush are acked in ranges, possibly by several acks.
+    flush: u64,
     tokens: Vec<u64>,
 }
 
@@ -125,6 +127,8 @@ pub(crate) struct UnreliableSender {
     last_time_sent: Option<Duration>,
     /// This flush should put our clock on a packet (one with an ack, that has room).
     time_due: bool,
+    /// Flushes so far.
+    flushes: u64,
 }
 
 impl UnreliableSender {
@@ -146,6 +150,14 @@ impl UnreliableSender {
     /// sample.
     pub(crate) fn handle_ack(&mut self, now: Duration, ack: AckHeader) -> Option<Duration> {
         let mut newest_sent_at = None;
+        // A packet out of this ack's window is lost only if it went out before the packet this
+        // ack names: the packets of one busy flush are acked in ranges, by several acks, and the
+        // one for a packet's range may be the one lost (then the timeout decides).
+        let named_flush = self
+            .in_flight
+            .iter()
+            .find(|packet| packet.seq == ack.ack)
+            .map_or(u64::MAX, |packet| packet.flush);
         let mut index = 0;
         while index < self.in_flight.len() {
             let seq = self.in_flight[index].seq;
@@ -168,7 +180,7 @@ impl UnreliableSender {
                 self.resolve(packet, Delivery::Delivered);
                 continue;
             }
-            if behind > 32 {
+            if behind > 32 && self.in_flight[index].flush < named_flush {
                 // Out of the ack window without having been acked: it is not coming.
                 let packet = self.in_flight.remove(index).expect("index is in range");
                 self.resolve(packet, Delivery::Lost);
@@ -214,6 +226,7 @@ impl UnreliableSender {
         heartbeat: Duration,
         emit: &mut impl FnMut(Bytes),
     ) {
+        self.flushes += 1;
         let Acks {
             ack,
             older,
@@ -301,6 +314,7 @@ impl UnreliableSender {
         self.in_flight.push_back(InFlight {
             seq,
             sent_at: now,
+            flush: self.flushes,
             tokens: std::mem::take(tokens),
         });
         self.last_eliciting_send = Some(now);

@@ -271,6 +271,36 @@ fn sequence_numbers_wrap() {
 }
 
 #[test]
+fn a_lost_ack_of_an_older_range_leaves_its_packets_to_the_timeout() {
+    let mut a = UnreliableSender::default();
+    let mut b = UnreliableReceiver::default();
+    for i in 0..50u64 {
+        a.push(16, Bytes::from(vec![0; 1000]), Some(i));
+    }
+    let packets = flush(&mut a, Duration::ZERO, None, false);
+    for packet in &packets {
+        b.handle_packet(5 * MS, packet, MAX, &mut Vec::new())
+            .unwrap();
+    }
+    let acks = b.take_acks(20 * MS);
+    assert_eq!(acks.older.len(), 1, "17 packets beyond the usual ack's 33");
+    // The older range's ack is lost: only the usual one arrives.
+    a.handle_ack(30 * MS, acks.ack.unwrap());
+    let delivered: Vec<(u64, Delivery)> = a.drain_deliveries().collect();
+    assert_eq!(delivered.len(), 33, "the usual ack's packets are delivered");
+    assert!(
+        delivered.iter().all(|(_, d)| *d == Delivery::Delivered),
+        "packets of the same flush out of its window are not called lost at once"
+    );
+    a.detect_losses(10 * HEARTBEAT);
+    assert_eq!(
+        a.drain_deliveries().count(),
+        17,
+        "the timeout settles them (as lost: nothing said they arrived)"
+    );
+}
+
+#[test]
 fn a_packet_at_the_edge_of_the_window_is_acked_without_reaching_past_it() {
     let mut a = UnreliableSender {
         next_seq: 72,
