@@ -15,9 +15,9 @@ use std::time::Duration;
 use crate::support::hostile::{join_hostile, put_varint, reliable_message};
 use crate::support::sim::*;
 use bevy::prelude::*;
+use bevy_peersync::LinkConditioner;
 use bevy_peersync::prelude::*;
 use bevy_peersync::replication::{PeerReplicationStats, ReplicationConfig, ReplicationStats};
-use bevy_peersync::{LinkConditioner, PeerInputRejected};
 
 /// Entities the owner moves every frame.
 const ENTITIES: u32 = 100;
@@ -237,11 +237,7 @@ fn a_difference_from_a_value_the_receiver_lacks_is_asked_for_whole() {
         "the receiver holds the owner's entity",
         |sim| held(&mut sim.apps[0]).len() == 1,
     );
-    sim.apps[0].init_resource::<Rejections>().add_observer(
-        |event: On<PeerInputRejected>, mut seen: ResMut<Rejections>| {
-            seen.0.push(format!("{:?}", event.error));
-        },
-    );
+    note_rejections(&mut sim.apps[0]);
     // A mutation of the owner's first entity (number 1) with its transform (component 0) as a
     // difference from the value of a tick the receiver never got: tick 1 minus age 1.
     let mut message = Vec::new();
@@ -270,10 +266,6 @@ fn a_difference_from_a_value_the_receiver_lacks_is_asked_for_whole() {
     );
     stop_and_converge(&mut sim, "the receiver holds exactly the owner's transform");
 }
-
-/// What the receiver reported of the owner's input.
-#[derive(Resource, Default)]
-struct Rejections(Vec<String>);
 
 /// The owner's (second app's) figures for `receiver`.
 fn owner_stats_for(sim: &Sim, receiver: PeerId) -> PeerReplicationStats {

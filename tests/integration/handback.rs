@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use bevy::prelude::*;
 use bevy_peersync::prelude::*;
-use bevy_peersync::replication::Suspended;
 use bevy_peersync::{LinkConditioner, SessionConfig};
 
 use crate::support::sim::*;
@@ -15,28 +14,9 @@ use crate::support::sim::*;
 /// Short, so that the tests run in seconds; well above the peer timeout (2 s).
 const GRACE: Duration = Duration::from_secs(4);
 
-/// What an app reported as hostile input, as text.
-#[derive(Resource, Default)]
-struct Rejections(Vec<String>);
-
 fn setup(app: &mut App) {
     replicate_basics(app);
-    app.init_resource::<Rejections>().add_observer(
-        |rejected: On<PeerInputRejected>, mut seen: ResMut<Rejections>| {
-            seen.0.push(format!("{:?}", *rejected));
-        },
-    );
-}
-
-/// What `app` holds of the entity with `health`: (net id, owner, suspended), one per copy.
-fn copies(app: &mut App, health: u32) -> Vec<(u64, OwnerIs, bool)> {
-    let world = app.world_mut();
-    let mut query = world.query::<(&NetId, &Owner, &Health, Has<Suspended>)>();
-    query
-        .iter(world)
-        .filter(|(_, _, h, _)| h.0 == health)
-        .map(|(id, owner, _, suspended)| (id.0, owner.into(), suspended))
-        .collect()
+    note_rejections(app);
 }
 
 /// The entity with `health` in `app`, if there is one.

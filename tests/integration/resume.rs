@@ -7,7 +7,6 @@ use std::time::Duration;
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use bevy_peersync::prelude::*;
-use bevy_peersync::replication::Suspended;
 use bevy_peersync::{LinkConditioner, MemoryNetwork, SessionConfig};
 
 use crate::support::sim::*;
@@ -16,33 +15,14 @@ use crate::support::sim::*;
 #[derive(Resource, Default)]
 struct Resumes(Vec<(PeerId, PeerId)>);
 
-/// What an app reported as hostile input, as text.
-#[derive(Resource, Default)]
-struct Rejections(Vec<String>);
-
 fn setup(app: &mut App) {
     replicate_basics(app);
-    app.init_resource::<Resumes>()
-        .init_resource::<Rejections>()
-        .add_observer(|resumed: On<PeerResumed>, mut seen: ResMut<Resumes>| {
+    note_rejections(app);
+    app.init_resource::<Resumes>().add_observer(
+        |resumed: On<PeerResumed>, mut seen: ResMut<Resumes>| {
             seen.0.push((resumed.previous, resumed.peer));
-        })
-        .add_observer(
-            |rejected: On<PeerInputRejected>, mut seen: ResMut<Rejections>| {
-                seen.0.push(format!("{:?}", *rejected));
-            },
-        );
-}
-
-/// What `app` holds of the entity with `health`: (net id, owner, suspended), one per copy.
-fn copies(app: &mut App, health: u32) -> Vec<(u64, OwnerIs, bool)> {
-    let world = app.world_mut();
-    let mut query = world.query::<(&NetId, &Owner, &Health, Has<Suspended>)>();
-    query
-        .iter(world)
-        .filter(|(_, _, h, _)| h.0 == health)
-        .map(|(id, owner, _, suspended)| (id.0, owner.into(), suspended))
-        .collect()
+        },
+    );
 }
 
 /// The players `app` shows as owners of the entities with `health`.

@@ -227,4 +227,39 @@ mod tests {
             "tick 9 did not carry the tick-10 value"
         );
     }
+
+    #[test]
+    fn after_a_refusal_only_messages_sent_since_it_was_heard_make_baselines() {
+        let key = (Entity::PLACEHOLDER, 0);
+        let mut stream = PeerStream::default();
+        let send = |stream: &mut PeerStream, bytes: &[u8]| {
+            let (send, _) = stream.baselines.next_send(key);
+            let mut carried = Carried::default();
+            carried.push(key, send, bytes);
+            carried
+        };
+        send(&mut stream, b"tick 5");
+        let before_heard = send(&mut stream, b"tick 9, a difference from tick 5");
+        // The peer could not read the value in the message of tick 5; heard at tick 10.
+        stream.baseline_missing(key, 5, 10);
+        assert!(
+            stream
+                .owed
+                .get(&key)
+                .is_some_and(|owed| owed.sent_at.is_none()),
+            "the value is due whole at once"
+        );
+        stream.baselines.acknowledged(9, &before_heard);
+        assert!(
+            stream.baselines.next_send(key).1.is_none(),
+            "tick 9's message may hold a difference the peer could not read: no baseline"
+        );
+        let whole = send(&mut stream, b"tick 10, whole");
+        stream.baselines.acknowledged(10, &whole);
+        assert_eq!(
+            stream.baselines.next_send(key).1.map(|(tick, _)| tick),
+            Some(10),
+            "the whole value sent once the refusal was heard is a baseline"
+        );
+    }
 }

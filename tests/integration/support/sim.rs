@@ -7,6 +7,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use bevy_peersync::prelude::*;
+use bevy_peersync::replication::Suspended;
 use bevy_peersync::replication::codec::ComponentCodec;
 use bevy_peersync::{LinkConditioner, MemoryNetwork, SessionConfig};
 use serde::{Deserialize, Serialize};
@@ -237,4 +238,28 @@ pub fn converged(apps: &mut [App]) -> bool {
             .collect();
         mine == expected
     })
+}
+
+/// What an app reported as bad input from its peers ([`PeerInputRejected`]), as text.
+#[derive(Resource, Default)]
+pub struct Rejections(pub Vec<String>);
+
+/// Collects what `app` reports as bad input into [`Rejections`].
+pub fn note_rejections(app: &mut App) {
+    app.init_resource::<Rejections>().add_observer(
+        |rejected: On<PeerInputRejected>, mut seen: ResMut<Rejections>| {
+            seen.0.push(format!("{:?}", *rejected));
+        },
+    );
+}
+
+/// What `app` holds of the entity with `health`: (net id, owner, suspended), one per copy.
+pub fn copies(app: &mut App, health: u32) -> Vec<(u64, OwnerIs, bool)> {
+    let world = app.world_mut();
+    let mut query = world.query::<(&NetId, &Owner, &Health, Has<Suspended>)>();
+    query
+        .iter(world)
+        .filter(|(_, _, h, _)| h.0 == health)
+        .map(|(id, owner, _, suspended)| (id.0, owner.into(), suspended))
+        .collect()
 }
